@@ -1,0 +1,1 @@
+"""The ``deblurcli`` command line: argument plumbing over the library, nothing more."""

@@ -1,0 +1,88 @@
+"""The ``deblurcli`` Typer application: explicit command registration and central error mapping.
+
+Heavy modules (torch, the engine) are imported inside command bodies, so ``--help`` and
+``--version`` answer instantly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from deblurcli import __version__
+from deblurcli.cli import bench, blur, deblur, deconvolve, models, train
+from deblurcli.cli._console import error_line
+from deblurcli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeblurError
+
+EPILOG = (
+    "Exit codes: 0 ok · 1 internal error · 2 usage error · 3 some inputs failed · "
+    "4 model unavailable · 5 checksum mismatch · 6 out of memory · 130 interrupted.  "
+    "Set DEBLURCLI_DEBUG=1 for tracebacks."
+)
+
+app = typer.Typer(
+    name="deblurcli",
+    help="Remove blur from photographs: pretrained networks, blind and non-blind deconvolution, "
+    "training and benchmarks.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"deblurcli {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Remove blur from photographs."""
+
+
+app.command("deblur", epilog=EPILOG)(deblur.deblur)
+app.command("blur", epilog=EPILOG)(blur.blur)
+app.command("deconvolve", epilog=EPILOG)(deconvolve.deconvolve)
+app.add_typer(models.app, name="models")
+app.add_typer(bench.app, name="bench")
+app.add_typer(train.app, name="train")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with a documented code; library errors become one-line messages."""
+    command = typer.main.get_command(app)
+    debug = os.environ.get("DEBLURCLI_DEBUG", "") not in ("", "0")
+    try:
+        result = command.main(args=argv, prog_name="deblurcli", standalone_mode=False)
+    except click.exceptions.Abort:
+        error_line("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+    except DeblurError as exc:
+        if debug:
+            traceback.print_exc()
+        error_line(str(exc))
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: say so, exit 1
+        if debug:
+            traceback.print_exc()
+        error_line(f"internal error: {type(exc).__name__}: {exc} (DEBLURCLI_DEBUG=1 for details)")
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(result if isinstance(result, int) else 0)
