@@ -1,0 +1,48 @@
+"""Network architectures behind an explicit registry.
+
+Adding an architecture means one new self-contained file and one line in ``_ARCHS`` below; nothing
+is discovered by scanning the filesystem. Modules here hold ``nn.Module`` code only: no I/O, no
+devices, no downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from deblurcli.archs import residual_unet
+from deblurcli.archs._registry import ArchDefaults, ArchSpec, Tiling
+
+_ARCHS: tuple[ArchSpec, ...] = (residual_unet.SPEC,)
+
+REGISTRY: dict[str, ArchSpec] = {spec.id: spec for spec in _ARCHS}
+"""Architecture id → spec."""
+
+
+def get_spec(arch: str) -> ArchSpec:
+    """Return the spec of ``arch`` or raise ``KeyError`` naming the known architectures."""
+    try:
+        return REGISTRY[arch]
+    except KeyError:
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def build(arch: str, config: dict[str, Any] | None = None) -> nn.Module:
+    """Build architecture ``arch`` from plain config values (e.g. from checkpoint metadata)."""
+    return get_spec(arch).build(config)
+
+
+def config_of(model: nn.Module) -> dict[str, Any]:
+    """The plain-JSON config a registered model was built with."""
+    return dataclasses.asdict(model.config)  # type: ignore[arg-type]
+
+
+def list_archs() -> list[str]:
+    """Ids of all registered architectures."""
+    return sorted(REGISTRY)
+
+
+__all__ = ["REGISTRY", "ArchDefaults", "ArchSpec", "Tiling", "build", "config_of", "get_spec",
+           "list_archs"]

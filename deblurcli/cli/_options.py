@@ -1,0 +1,115 @@
+"""Option aliases shared by several commands, defined once (``typing.Annotated`` style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders or glob patterns (quote globs: 'shots/*.jpg').",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--output", "-o",
+        help="Output file (one input) or folder (created if missing). Default: beside each "
+        "input, with the suffix _deblurred.",
+    ),
+]
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Descend into sub-folders and mirror the tree.")
+]
+SuffixOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Appended to output file names (default: '' with -o DIR, else _deblurred)."),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="Output format: auto (same as input), png, tif, jpg, webp, bmp.")
+]
+QualityOpt = Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")]
+BitDepthOpt = Annotated[
+    str, typer.Option("--bit-depth", help="Output bit depth: same (as input), 8 or 16.")
+]
+SkipExistingOpt = Annotated[
+    bool, typer.Option("--skip-existing", help="Leave outputs that already exist untouched.")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
+FailFastOpt = Annotated[
+    bool, typer.Option("--fail-fast", help="Stop at the first file that fails (default: go on).")
+]
+MaxPixelsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-pixels", min=1,
+        help="Refuse images with more pixels (decompression-bomb guard; default 200 MP or "
+        "$DEBLURCLI_MAX_PIXELS).",
+    ),
+]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m",
+        help="Model name, name@tag (see `deblurcli models list`) or a .safetensors path. "
+        "Default: the shipped default model.",
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option(help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps.")
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(help="auto (fp32 on CPU, bf16 on CUDA where the model allows), fp32, bf16, fp16."),
+]
+TileOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (whole image when it fits, else tiles; halved on out-of-memory), "
+        "0 (never tile) or a tile size in pixels.",
+    ),
+]
+OverlapOpt = Annotated[
+    Optional[int],
+    typer.Option("--tile-overlap", min=0, help="Pixels shared by tiles (default: model's need)."),
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never touch the network; use shipped or cached files.")
+]
+CacheDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="Hugging Face cache folder (default: $HF_HUB_CACHE)."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one machine-readable JSON summary on stdout.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+
+
+def parse_tile(value: str) -> int | str | None:
+    """``auto`` → "auto"; ``0`` → None (no tiling); ``N`` → N pixels (N ≥ 64)."""
+    if value == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except ValueError:
+        raise typer.BadParameter("use auto, 0 or a tile size in pixels", param_hint="--tile") from None
+    if size == 0:
+        return None
+    if size < 64:
+        raise typer.BadParameter("tiles smaller than 64 px are not useful", param_hint="--tile")
+    return size
+
+
+def parse_bit_depth(value: str) -> int | str:
+    """``same`` | ``8`` | ``16``."""
+    if value == "same":
+        return "same"
+    if value in ("8", "16"):
+        return int(value)
+    raise typer.BadParameter("use same, 8 or 16", param_hint="--bit-depth")

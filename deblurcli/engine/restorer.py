@@ -1,0 +1,188 @@
+"""The Restorer: a loaded network with a fixed inference contract.
+
+``restorer(x)`` takes an N×C×H×W float tensor in [0, 1] on any device and returns one of the same
+shape in [0, 1] on the CPU. Along the way it adapts grayscale/RGB to the model, pads to the size
+multiple, tiles when the image is large, runs under ``torch.inference_mode`` in the chosen
+precision (redoing a tile in fp32 if reduced precision produced NaN/Inf), clamps and crops.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deblurcli.engine.device import dtype_name
+from deblurcli.engine.info import ModelInfo
+from deblurcli.engine.tiling import run_auto_tiled
+from deblurcli.errors import UnsupportedImageError, UsageError
+
+logger = logging.getLogger(__name__)
+
+CPU_TILE_PIXELS = 2048 * 2048
+"""On the CPU, ``tile="auto"`` runs images up to this many pixels whole, larger ones in tiles."""
+MIN_TILE = 64
+
+TileSetting = int | Literal["auto"] | None
+
+
+@dataclass
+class RunStats:
+    """What the last call did, for reports (``--json``) and tests."""
+
+    tile: int | None = None
+    overlap: int = 0
+    tile_retries: int = 0
+    fp32_fallbacks: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
+    """Pad bottom/right to multiples of ``multiple`` (reflect, replicate when too small).
+
+    Shape:
+        - x: :math:`(N, C, H, W)` → :math:`(N, C, H', W')`; also returns the pad sizes.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, 0, 0
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), pad_h, pad_w
+
+
+class Restorer:
+    """A network plus its descriptor, device and precision.
+
+    Args:
+        model: Network in fp32 (reduced precision runs through autocast).
+        info: Its descriptor.
+        device: Where tiles are computed; images stay on the CPU.
+        dtype: Compute precision (float32, bfloat16 or float16).
+        name: Human-readable model reference for reports.
+        provenance: Where the weights came from (file, sha256, source), for reports.
+    """
+
+    def __init__(
+        self, model: nn.Module, info: ModelInfo, *, device: torch.device, dtype: torch.dtype,
+        name: str = "",
+        provenance: dict[str, str] | None = None,
+    ) -> None:
+        self.model = model.to(device=device, dtype=torch.float32).eval()
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self.name = name or info.arch
+        self.provenance = provenance or {}
+        self.last_run = RunStats()
+
+    @property
+    def precision(self) -> str:
+        return dtype_name(self.dtype)
+
+    def _forward(self, tile: Tensor, reference: Tensor | None, dtype: torch.dtype) -> Tensor:
+        tile = tile.to(self.device, non_blocking=True)
+        args = [tile] if reference is None else [tile, reference.to(self.device)]
+        if dtype == torch.float32:
+            out = self.model(*args)
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=dtype):
+                out = self.model(*args)
+        return out.float()
+
+    def _tile_fn(self, reference: Tensor | None) -> Callable[[Tensor], Tensor]:
+        def run(tile: Tensor) -> Tensor:
+            out = self._forward(tile, reference, self.dtype)
+            if self.dtype != torch.float32 and not torch.isfinite(out).all():
+                self.last_run.fp32_fallbacks += 1
+                logger.warning("non-finite output in %s; tile redone in fp32", self.precision)
+                out = self._forward(tile, reference, torch.float32)
+            return out.cpu()
+
+        return run
+
+    def _auto_tile(self, h: int, w: int) -> int | None:
+        if self.info.tiling == "internal" or self.device.type != "cpu" or h * w <= CPU_TILE_PIXELS:
+            return None  # on accelerators: whole image first, halved on out-of-memory
+        side = int(math.sqrt(CPU_TILE_PIXELS))
+        return side - side % self.info.size_multiple
+
+    def __call__(
+        self,
+        x: Tensor,
+        reference: Tensor | None = None,
+        *,
+        tile: TileSetting = "auto",
+        overlap: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Restore ``x``.
+
+        Args:
+            x: Blurry images in [0, 1].
+            reference: Sharp reference image, required by two-input models (never tiled).
+            tile: ``"auto"`` (whole image when it fits, else tiles; halved on out-of-memory),
+                ``None``/0 (never tile) or a tile size in pixels.
+            overlap: Pixels shared by neighbouring tiles (default: 2 × the model's receptive
+                radius, at least 32).
+            on_progress: Called with (tiles done, tiles total).
+
+        Shape:
+            - x: :math:`(N, C, H, W)`, C = 1 or 3; reference: :math:`(1, C, H_r, W_r)`.
+            - Output: :math:`(N, C, H, W)` float32 on the CPU, values in [0, 1].
+        """
+        if x.ndim != 4:
+            raise UsageError(f"expected an N×C×H×W tensor, got shape {tuple(x.shape)}")
+        if (reference is None) != (self.info.inputs == 1):
+            need = "needs a reference image" if self.info.inputs == 2 else "takes no reference"
+            raise UsageError(f"model {self.name} {need}")
+        channels = x.shape[1]
+        if not torch.isfinite(x).all():
+            raise UnsupportedImageError("input contains NaN or Inf values")
+        x = x.detach().float().cpu()
+        model_channels = self.info.in_channels
+        if channels == model_channels:
+            batch = x
+        elif channels == 1 and model_channels == 3:
+            batch = x.expand(-1, 3, -1, -1)
+        elif channels == 3 and model_channels == 1:
+            batch = x.reshape(-1, 1, *x.shape[-2:])
+        else:
+            raise UnsupportedImageError(
+                f"{channels}-channel input cannot go through the {model_channels}-channel "
+                f"model {self.name}"
+            )
+        multiple = max(1, self.info.size_multiple)
+        padded, pad_h, pad_w = pad_to_multiple(batch, multiple)
+        h, w = padded.shape[-2:]
+        if tile == "auto":
+            tile_size = self._auto_tile(h, w)
+        else:
+            tile_size = tile or None
+        if tile_size is not None and self.info.tiling == "internal":
+            raise UsageError(f"model {self.name} cannot be tiled; use --tile 0")
+        if tile_size is not None and self.info.tiling == "discouraged":
+            logger.warning("model %s is sensitive to tiling; results may differ", self.name)
+        overlap = overlap if overlap is not None else max(32, 2 * self.info.receptive_radius)
+        self.last_run = RunStats(overlap=overlap)
+        with torch.inference_mode():
+            result = run_auto_tiled(
+                self._tile_fn(reference), padded, tile=tile_size, overlap=overlap,
+                multiple=multiple, min_tile=max(MIN_TILE, multiple),
+                out_channels=self.info.out_channels, on_progress=on_progress,
+            )
+        self.last_run.tile = result.tile
+        self.last_run.tile_retries = result.retries
+        # a normal tensor (not an inference tensor) so callers may modify it in place
+        out = result.output[..., : h - pad_h, : w - pad_w].clone().clamp_(0.0, 1.0)
+        if channels == 1 and model_channels == 3:
+            out = out.mean(dim=1, keepdim=True)
+        elif channels == 3 and model_channels == 1:
+            out = out.reshape(x.shape)
+        return out
