@@ -10,7 +10,6 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from deblurcli import __version__
@@ -66,15 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("DEBLURCLI_DEBUG", "") not in ("", "0")
     try:
         result = command.main(args=argv, prog_name="deblurcli", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         error_line("interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        error_line("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+    except typer.TyperException as exc:  # usage errors of the (vendored) Click layer
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            error_line(str(exc))
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
     except DeblurError as exc:
         if debug:
             traceback.print_exc()
