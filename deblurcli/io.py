@@ -1,0 +1,431 @@
+"""Image files in and out, keeping bit depth, alpha, EXIF and ICC.
+
+Pixels come from decoders that keep the file's sample type (Pillow turns 16-bit RGB PNG into 8
+bits): tifffile for TIFF, then OpenCV ``imdecode(IMREAD_UNCHANGED)`` for everything else and for the
+TIFFs tifffile cannot do (LZW, JPEG-in-TIFF, palette, CMYK). Files are read through Python, so any
+path works. The header alone (Pillow's lazy plugins, tifffile's IFD) gives the size for the
+decompression-bomb guard, the ICC profile, the EXIF block and the orientation, before any decoding.
+
+Metadata: EXIF orientation 2-8 is applied to pixels and alpha on read and the stored ``exif`` says
+Orientation=1, other tags kept; it is TIFF-structured bytes without JPEG's ``Exif\\0\\0`` prefix.
+PNG, JPEG and WebP outputs get EXIF and ICC via OpenCV's ``imencodeWithMetadata`` (OpenCV >= 4.13).
+TIFF outputs get ICC (tag 34675) but no EXIF; TIFF inputs give no EXIF, only their orientation is
+honoured. BMP carries neither. A PNG eXIf chunk after the image data is not read.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import Image as PILImage
+
+from deblurcli._atomic import atomic_path
+from deblurcli.errors import (
+    ImageError,
+    ImageFormatError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    UsageError,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Largest width*height read by default; ``DEBLURCLI_MAX_PIXELS`` or ``max_pixels`` override it."""
+
+MAX_PIXELS_ENV = "DEBLURCLI_MAX_PIXELS"
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+                   ".webp": "webp", ".bmp": "bmp"}  # fmt: skip
+IMAGE_SUFFIXES: frozenset[str] = frozenset(_SUFFIX_FORMATS)
+"""Lower-case file suffixes read and written (``.png .jpg .jpeg .tif .tiff .webp .bmp``)."""
+
+_EXT = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "bmp": ".bmp"}
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"))
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+# Header-only Pillow parsers, instantiated directly: ``PIL.Image.open`` would apply Pillow's global
+# bomb limit (89 Mpx warning, 179 Mpx error) instead of ours. ``.load()`` is never called, so
+# Pillow's check never runs; should a Pillow version run it anyway, its error maps to ours.
+_PIL_HEADERS: dict[str, Any] = {
+    "png": PngImagePlugin.PngImageFile,
+    "jpeg": JpegImagePlugin.JpegImageFile,
+    "webp": WebPImagePlugin.WebPImageFile,
+    "bmp": BmpImagePlugin.BmpImageFile,
+}
+_ALPHA_FORMATS = ("png", "tiff", "webp")
+_METADATA_FORMATS = ("png", "jpeg", "webp")
+_ORIENT_TAG, _ICC_TAG = 0x0112, 34675
+
+Array = NDArray[Any]
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """A decoded image plus what is needed to write it back faithfully.
+
+    ``eq=False``: arrays do not compare to a single bool; compare fields explicitly.
+    """
+
+    pixels: NDArray[np.float32]
+    """Shape (H, W, C), C in {1, 3} (RGB order), float32 in [0, 1]."""
+    dtype: np.dtype[Any]
+    """The decoder's sample type (uint8, uint16 or float32); the default output depth."""
+    alpha: Array | None = None
+    """Shape (H, W) in the original sample type, never modified; ``None`` when there is none."""
+    exif: bytes | None = None
+    """Raw TIFF-structured EXIF, orientation already applied to the pixels and reset to 1."""
+    icc: bytes | None = None
+    """ICC profile bytes, passed through untouched (no colour conversion is ever done)."""
+    format: str = "png"
+    """Container the pixels came from: ``png``, ``jpeg``, ``tiff``, ``webp`` or ``bmp``."""
+    source: Path | None = None
+    """The file it was read from, if any."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))  # accept np.uint8 as well
+        if self.dtype not in (np.uint8, np.uint16, np.float32):
+            raise ValueError(f"dtype must be uint8, uint16 or float32, got {self.dtype}")
+        p = self.pixels
+        if p.dtype != np.float32 or p.ndim != 3 or p.shape[2] not in (1, 3):
+            raise ValueError(f"pixels must be float32 (H, W, 1|3), got {p.dtype} {p.shape}")
+        if self.alpha is not None and self.alpha.shape != p.shape[:2]:
+            raise ValueError(f"alpha shape {self.alpha.shape} does not match pixels {p.shape}")
+
+    @property
+    def height(self) -> int:
+        """Number of rows H."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Number of columns W."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        """Colour channels C (1 or 3), alpha not counted."""
+        return int(self.pixels.shape[2])
+
+    def with_pixels(self, pixels: Array) -> Image:
+        """Return a copy with new pixels and the same metadata and alpha.
+
+        Args:
+            pixels: New colour data, cast to float32.
+
+        Shape:
+            pixels: (H, W, C) with the same H and W when the image has alpha, C in {1, 3}.
+        """
+        return replace(self, pixels=np.asarray(pixels, dtype=np.float32))
+
+
+def format_from_suffix(path: str | os.PathLike[str]) -> str:
+    """Return the format name for ``path``'s suffix (case-insensitive), e.g. ``"jpeg"`` for .JPG.
+
+    Raises:
+        UnsupportedImageError: the suffix is not one of :data:`IMAGE_SUFFIXES`.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX_FORMATS:
+        known = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise UnsupportedImageError(f"{path}: unsupported image extension {suffix!r} ({known})")
+    return _SUFFIX_FORMATS[suffix]
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has a suffix deblurcli reads (no file access)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _max_pixels(override: int | None) -> int:
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if override is not None or not raw:
+        return DEFAULT_MAX_PIXELS if override is None else override
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise UsageError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from None
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in _TIFF_MAGIC:
+        return "tiff"
+    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
+
+
+def _exif_and_orientation(raw: bytes | None) -> tuple[bytes | None, int]:
+    """Strip the ``Exif\\0\\0`` prefix, read Orientation and reset it to 1 in the returned block."""
+    if not raw:
+        return None, 1
+    body = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
+    exif = PILImage.Exif()
+    try:
+        exif.load(body)
+        orientation = int(exif.get(_ORIENT_TAG, 1))
+        if orientation == 1:
+            return body, 1
+        exif[_ORIENT_TAG] = 1
+        fixed = exif.tobytes()
+    except Exception as err:  # malformed EXIF must not cost the image
+        logger.warning("ignoring unreadable EXIF block (%s)", _one_line(err))
+        return None, 1
+    return fixed[6:] if fixed.startswith(b"Exif\x00\x00") else fixed, orientation
+
+
+def _header(data: bytes, fmt: str) -> tuple[int, int, bytes | None, bytes | None, int]:
+    """Return (width, height, icc, exif, orientation) without decoding pixels."""
+    if fmt == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page: Any = tif.pages[0]
+            icc, orient = page.tags.get(_ICC_TAG), page.tags.get(_ORIENT_TAG)
+            icc_bytes = bytes(icc.value) if icc else None
+            orientation = int(orient.value) if orient else 1
+            return int(page.imagewidth), int(page.imagelength), icc_bytes, None, orientation
+    with _PIL_HEADERS[fmt](io.BytesIO(data)) as im:
+        width, height = im.size
+        icc, raw_exif = im.info.get("icc_profile"), im.info.get("exif")
+    exif, orientation = _exif_and_orientation(raw_exif)
+    return int(width), int(height), icc or None, exif, orientation
+
+
+def _decode_tifffile(data: bytes, fmt: str) -> Array | None:
+    """Decode plain gray/RGB TIFF (any bit depth tifffile handles without extra codecs)."""
+    if fmt != "tiff":
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page: Any = tif.pages[0]
+            if int(page.photometric) not in (1, 2):  # MINISBLACK, RGB; others via OpenCV
+                return None
+            arr = np.asarray(page.asarray())
+            if arr.ndim == 3 and int(page.planarconfig) == 2:
+                arr = np.moveaxis(arr, 0, -1)
+            return arr
+    except Exception as err:  # e.g. LZW without imagecodecs: let the next decoder try
+        logger.debug("tifffile could not decode: %s", _one_line(err))
+        return None
+
+
+def _decode_opencv(data: bytes, fmt: str) -> Array | None:
+    """Decode with OpenCV, keeping the sample type; return RGB(A) or gray(+alpha) order."""
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        arr = None
+    if arr is None:
+        return None
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
+        if fmt == "png" and data[25] == 4 and arr.shape[2] == 4:  # gray+alpha expanded to 4
+            arr = arr[..., [0, 3]]
+    return np.ascontiguousarray(arr)
+
+
+DECODERS: list[tuple[str, Callable[[bytes, str], Array | None]]] = [
+    ("tifffile", _decode_tifffile),
+    ("opencv", _decode_opencv),
+]
+"""Tried in order; a decoder returns ``None`` for data it does not handle. Add formats here."""
+
+
+def _orient(arr: Array, orientation: int) -> Array:
+    """Apply an EXIF orientation (1-8) to an (H, W, ...) array, as ``ImageOps.exif_transpose``."""
+    ops: dict[int, Callable[[Array], Array]] = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1),
+    }  # fmt: skip
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image:
+    """Read an image file, keeping its sample type, alpha, EXIF and ICC.
+
+    Args:
+        path: PNG, JPEG, TIFF, WebP or BMP file; the content, not the suffix, picks the decoder.
+        max_pixels: Refuse images with more pixels than this (default: ``DEBLURCLI_MAX_PIXELS``
+            or :data:`DEFAULT_MAX_PIXELS`); checked from the header, before decoding.
+
+    Returns:
+        The image; ``pixels`` has shape (H, W, C) after the EXIF orientation is applied.
+
+    Raises:
+        ImageFormatError: missing, unreadable, empty, truncated, corrupt or non-image file, or an
+            unknown extension.
+        ImageTooLargeError: width*height exceeds the limit.
+        UnsupportedImageError: decodable but unusable (sample type, channel count, NaN/Inf).
+    """
+    path = Path(path)
+    if not is_image_path(path):
+        known = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise ImageFormatError(f"{path}: not an image file extension ({known})")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageFormatError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ImageFormatError(f"{path}: cannot read ({err.strerror or _one_line(err)})") from None
+    if not data:
+        raise ImageFormatError(f"{path}: empty file")
+    fmt = _sniff(data)
+    if fmt is None:
+        raise ImageFormatError(f"{path}: not a PNG, JPEG, TIFF, WebP or BMP image")
+    try:
+        width, height, icc, exif, orientation = _header(data, fmt)
+    except PILImage.DecompressionBombError as err:
+        raise ImageTooLargeError(f"{path}: {_one_line(err)}") from None
+    except Exception as err:
+        raise ImageFormatError(f"{path}: corrupt {fmt} header ({_one_line(err)})") from None
+    limit = _max_pixels(max_pixels)
+    if width * height > limit:
+        raise ImageTooLargeError(f"{path}: {width}x{height} = {width * height} pixels exceeds the "
+                                 f"limit of {limit} (raise it with {MAX_PIXELS_ENV})")  # fmt: skip
+    arr = next((a for _, dec in DECODERS if (a := dec(data, fmt)) is not None), None)
+    if arr is None:
+        raise ImageFormatError(f"{path}: cannot decode {fmt} data (truncated or corrupt)")
+    if arr.dtype not in (np.uint8, np.uint16, np.float32):
+        raise UnsupportedImageError(f"{path}: {arr.dtype} samples are not supported "
+                                    "(uint8, uint16 or float32 only)")  # fmt: skip
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise UnsupportedImageError(f"{path}: unsupported layout {arr.shape} (gray or RGB, +alpha)")
+    has_alpha = arr.shape[2] in (2, 4)
+    color, alpha = (arr[..., :-1], arr[..., -1]) if has_alpha else (arr, None)
+    if arr.dtype == np.float32:
+        if not np.isfinite(arr).all():
+            raise UnsupportedImageError(f"{path}: float image contains NaN or Inf values")
+        pixels = np.clip(color, 0.0, 1.0)
+    else:
+        pixels = color.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    return Image(pixels=_orient(pixels, orientation),
+                 alpha=None if alpha is None else _orient(alpha.copy(), orientation),
+                 dtype=arr.dtype, exif=exif, icc=icc, format=fmt, source=path)  # fmt: skip
+
+
+def _quantise(arr: Array, dtype: np.dtype[Any]) -> Array:
+    """Convert samples to ``dtype``: integers are rescaled exactly, floats clipped then rounded."""
+    if arr.dtype.kind in "ui":
+        if arr.dtype == dtype:
+            return arr
+        arr = arr / float(np.iinfo(arr.dtype).max)
+    x = np.clip(arr, 0.0, 1.0)
+    if dtype == np.float32:
+        return x.astype(np.float32)
+    return np.rint(x * float(np.iinfo(dtype).max)).astype(dtype)
+
+
+def _output_dtype(fmt: str, source: np.dtype[Any], bit_depth: object) -> np.dtype[Any]:
+    if bit_depth not in ("same", 8, 16):
+        raise ValueError(f"bit_depth must be 'same', 8 or 16, got {bit_depth!r}")
+    if fmt in ("jpeg", "webp", "bmp") or bit_depth == 8:
+        return np.dtype(np.uint8)
+    if bit_depth == 16 or (fmt == "png" and source == np.float32):
+        return np.dtype(np.uint16)
+    return source
+
+
+def _encode(fmt: str, arr: Array, image: Image, quality: int) -> bytes | None:
+    """Encode (H, W, C) RGB(A)/gray(+alpha) samples as a ``fmt`` file; ``None`` if refused."""
+    if fmt == "tiff":
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr if arr.shape[2] > 1 else arr[..., 0], metadata=None,
+                         photometric="rgb" if arr.shape[2] >= 3 else "minisblack",
+                         planarconfig="contig" if arr.shape[2] > 1 else None,
+                         extrasamples=["unassalpha"] if image.alpha is not None else None,
+                         compression="zlib", predictor=2 if arr.dtype != np.float32 else None,
+                         iccprofile=image.icc)  # fmt: skip
+        return buf.getvalue()
+    if arr.shape[2] == 2:  # OpenCV writes no gray+alpha: spread the gray over R, G and B
+        arr = arr[..., [0, 0, 0, 1]]
+    if arr.shape[2] >= 3:
+        arr = np.ascontiguousarray(arr[..., [2, 1, 0, 3][: arr.shape[2]]])
+    params: list[int] = []
+    if fmt == "jpeg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif fmt == "webp":  # OpenCV: quality > 100 means lossless
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101 if quality == 100 else quality]
+    kinds: list[int] = []
+    blobs: list[Array] = []
+    for kind, blob in ((cv2.IMAGE_METADATA_EXIF, image.exif), (cv2.IMAGE_METADATA_ICCP, image.icc)):
+        if blob and fmt in _METADATA_FORMATS:
+            kinds.append(kind)
+            blobs.append(np.frombuffer(blob, np.uint8))
+    try:
+        if kinds:
+            ok, out = cv2.imencodeWithMetadata(_EXT[fmt], arr, kinds, blobs, params)
+        else:
+            ok, out = cv2.imencode(_EXT[fmt], arr, params)
+    except cv2.error as err:
+        logger.debug("OpenCV %s encoder: %s", fmt, _one_line(err))
+        return None
+    return out.tobytes() if ok else None
+
+
+def write_image(path: str | os.PathLike[str], image: Image, *,
+                bit_depth: Literal["same", 8, 16] = "same", quality: int = 95) -> None:  # fmt: skip
+    """Write ``image`` atomically in the format of ``path``'s suffix, with its alpha and metadata.
+
+    Args:
+        path: Target file; its suffix picks the format (it may differ from ``image.format``).
+        image: Pixels are clipped to [0, 1] and rounded to the output depth.
+        bit_depth: ``"same"`` keeps ``image.dtype`` (float32 becomes 16-bit in PNG, stays float32
+            in TIFF); 8 or 16 force the depth. JPEG, WebP and BMP are always 8-bit.
+        quality: JPEG/WebP quality 1-100; for WebP, 100 means lossless.
+
+    Raises:
+        UnsupportedImageError: unknown suffix, or alpha into JPEG/BMP.
+        ImageError: the file could not be written.
+    """
+    fmt = format_from_suffix(path)
+    if image.alpha is not None and fmt not in _ALPHA_FORMATS:
+        raise UnsupportedImageError(f"{path}: {fmt.upper()} cannot store the alpha channel; "
+                                    "write .png, .tif or .webp instead")  # fmt: skip
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be within 1-100, got {quality}")
+    dtype = _output_dtype(fmt, image.dtype, bit_depth)
+    arr = _quantise(image.pixels, dtype)
+    if image.alpha is not None:  # alpha already in the output type is passed through untouched
+        alpha = image.alpha if image.alpha.dtype == dtype else _quantise(image.alpha, dtype)
+        arr = np.concatenate([arr, alpha[..., None]], axis=2)
+    try:
+        with atomic_path(path) as tmp:
+            data = _encode(fmt, arr, image, quality)
+            if data is None:
+                raise UnsupportedImageError(f"{path}: the {fmt} encoder refused this image "
+                                            f"({arr.dtype}, {arr.shape[2]} channels)")  # fmt: skip
+            tmp.write_bytes(data)
+    except OSError as err:
+        raise ImageError(f"{path}: cannot write ({err.strerror or _one_line(err)})") from None
+
+
+__all__ = [
+    "DECODERS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS_ENV",
+    "Image",
+    "format_from_suffix",
+    "is_image_path",
+    "read_image",
+    "write_image",
+]
