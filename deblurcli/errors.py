@@ -44,6 +44,10 @@ class UsageError(DeblurError):
     exit_code = EXIT_USAGE
 
 
+class KernelError(UsageError):
+    """A blur-kernel file or array is invalid: unreadable, not 2-D, negative, zero-sum, too big."""
+
+
 class ImageError(DeblurError):
     """An image could not be read or written; the message names the file.
 
@@ -106,6 +110,7 @@ __all__ = [
     "ImageError",
     "ImageFormatError",
     "ImageTooLargeError",
+    "KernelError",
     "ModelUnavailableError",
     "TileOutOfMemoryError",
     "UnsupportedDtypeError",
