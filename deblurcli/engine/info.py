@@ -52,18 +52,13 @@ class ModelInfo:
     @classmethod
     def for_model(cls, arch: str, model: nn.Module, **overrides: Any) -> ModelInfo:
         """Derive the descriptor of ``model`` from its architecture defaults and config."""
-        defaults = get_spec(arch).defaults
+        values: dict[str, Any] = dataclasses.asdict(get_spec(arch).defaults)
         channels = getattr(model.config, "in_channels", 3)
-        values: dict[str, Any] = {
-            "arch": arch,
-            "inputs": defaults.inputs,
-            "in_channels": channels,
-            "out_channels": getattr(model.config, "out_channels", channels),
-            "size_multiple": int(getattr(model, "size_multiple", defaults.size_multiple)),
-            "supports_fp16": defaults.supports_fp16,
-            "supports_bf16": defaults.supports_bf16,
-            "tiling": defaults.tiling,
-            "receptive_radius": defaults.receptive_radius,
-        }
+        values.update(
+            arch=arch,
+            in_channels=channels,
+            out_channels=getattr(model.config, "out_channels", channels),
+            size_multiple=int(getattr(model, "size_multiple", values["size_multiple"])),
+        )
         values.update(overrides)
         return cls(**values)
