@@ -1,7 +1,135 @@
-"""`deblurcli bench` (work in progress)."""
+"""`deblurcli bench quality|speed`: score methods on datasets, time them on synthetic images."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="bench (work in progress).")
+from deblurcli.cli._console import err_console, info, print_json
+from deblurcli.cli._options import DeviceOpt, JsonOpt, QuietOpt
+from deblurcli.errors import UsageError
+
+app = typer.Typer(no_args_is_help=True, help="Benchmark restoration quality and speed.")
+
+Opt = typer.Option
+MethodsOpt = Annotated[list[str], Opt("--method", help="Method (repeatable): identity, "
+                       "deconvolve-wiener, deconvolve-rl, deconvolve-hyperlaplacian, deblur.")]
+ModelOpt = Annotated[Optional[str], Opt("--model", help="Model for method deblur.")]
+ParamOpt = Annotated[Optional[list[str]], Opt("--param", help="Method parameter KEY=VALUE "
+                     "(repeatable), e.g. weight=2e-4 or iterations=50.")]
+KernelOpt = Annotated[Optional[Path], Opt(exists=True, dir_okay=False, help="One kernel file "
+                      "for every image (true-convolution orientation).")]
+PrecisionOpt = Annotated[str, Opt(help="auto, fp32, fp64 (deconvolution), bf16, fp16.")]
+CsvOpt = Annotated[Optional[Path], Opt("--csv", help="Also write the rows to this CSV file.")]
+PlotOpt = Annotated[Optional[Path], Opt("--plot", help="Also draw a figure (.png).")]
+DirOpt = Annotated[Optional[Path], Opt(file_okay=False, help="Folder (names match across).")]
+
+
+@app.command("quality")
+def quality(
+    method: MethodsOpt,
+    preset: Annotated[Optional[str], Opt(help="levin, or synthetic (with --sharp).")] = None,
+    blurred: DirOpt = None,
+    sharp: DirOpt = None,
+    kernels: DirOpt = None,
+    ground_truth_kernel: Annotated[bool, Opt(help="Give deconvolvers the true kernels.")] = False,
+    kernel: KernelOpt = None,
+    model: ModelOpt = None,
+    param: ParamOpt = None,
+    seed: Annotated[int, Opt(help="synthetic: seed of kernels and noise.")] = 0,
+    noise: Annotated[float, Opt(min=0.0, help="synthetic: noise σ.")] = 0.01,
+    crop: Annotated[int, Opt(min=0, help="Border excluded from scoring.")] = 0,
+    shift_tolerant: Annotated[bool, Opt(help="Folder pairs: Levin's shift protocol.")] = False,
+    limit: Annotated[Optional[int], Opt(min=1, help="Only the first N images.")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    json_out: JsonOpt = False,
+    csv_path: CsvOpt = None,
+    plot: PlotOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score methods on a dataset: PSNR/SSIM per image (and Levin's error ratio).
+
+    Examples:
+
+      deblurcli bench quality --preset levin --ground-truth-kernel
+      --method deconvolve-hyperlaplacian
+
+      deblurcli bench quality --blurred in/ --sharp gt/ --method identity --method deblur --model M
+    """
+    if ground_truth_kernel and kernel is not None:
+        raise UsageError("give either --ground-truth-kernel or --kernel FILE, not both")
+    from deblurcli.bench import datasets, methods, plot as plots, quality as q, report
+    from deblurcli.kernels import read_kernel
+
+    dataset = datasets.open_dataset(
+        preset=preset, blurred=blurred, sharp=sharp, kernels=kernels, seed=seed, noise=noise,
+        crop=crop, shift_tolerant=shift_tolerant).head(limit)
+    config = methods.MethodConfig(device, precision, model, methods.parse_params(param))
+    k = "ground-truth" if ground_truth_kernel else (read_kernel(kernel) if kernel else None)
+    total, done = len(dataset.samples) * len(method), [0]
+
+    def step(name: str, item: q.ItemScore) -> None:
+        done[0] += 1
+        info(f"[{done[0]}/{total}] {name} {item.name}: {item.psnr:.2f} dB", quiet=quiet)
+
+    res = q.run_quality(dataset, method, config, kernel=k, on_item=step)
+    doc = report.quality_document(dataset, res)
+    _emit(report.quality_table(res), report.quality_rows(res), doc, lambda path: plots.plot_quality(res, path), quiet, json_out, csv_path, plot)
+
+
+@app.command("speed")
+def speed(
+    method: MethodsOpt,
+    sizes: Annotated[str, Opt(help="Comma-separated N (square) or WxH.")] = "512,1024,2048",
+    repeats: Annotated[int, Opt(min=1, help="Timed runs per size.")] = 5,
+    warmup: Annotated[int, Opt(min=0, help="Untimed runs first.")] = 1,
+    channels: Annotated[int, Opt(min=1, max=3, help="Image channels (1 grey, 3 colour).")] = 3,
+    kernel: KernelOpt = None,
+    model: ModelOpt = None,
+    param: ParamOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    json_out: JsonOpt = False,
+    csv_path: CsvOpt = None,
+    plot: PlotOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Time methods on random images: median/p90 latency, MP/s, peak memory.
+
+    Example:
+
+      deblurcli bench speed --method deconvolve-wiener --sizes 512,2048,4096 --plot speed.png
+    """
+    from deblurcli.bench import methods, plot as plots, report, speed as s
+    from deblurcli.kernels import read_kernel
+
+    try:
+        size_list = s.parse_sizes(sizes)
+    except ValueError as exc:
+        raise UsageError(f"--sizes: {exc}") from None
+    config = methods.MethodConfig(device, precision, model, methods.parse_params(param))
+    rows = s.run_speed(
+        method, config, size_list, kernel=read_kernel(kernel) if kernel else None,
+        repeats=repeats, warmup=warmup, channels=channels,
+        on_row=lambda r: info(f"{r.method} {r.width}×{r.height}: {r.median_s:.4f} s", quiet=quiet))
+    _emit(report.speed_table(rows), [r.to_dict() for r in rows], report.speed_document(rows),
+          lambda path: plots.plot_speed(rows, path), quiet, json_out, csv_path, plot)
+
+
+def _emit(table: Any, rows: list[dict[str, Any]], document: Any, draw: Callable[[Path], Path],
+          quiet: bool, json_out: bool, csv_path: Path | None, plot: Path | None) -> None:
+    """Table on stderr, optional CSV file and figure, and the JSON document on stdout."""
+    from deblurcli.bench.report import write_csv
+
+    if not quiet:
+        err_console.print(table)
+    if csv_path is not None:
+        write_csv(csv_path, rows)
+    if plot is not None:
+        info(f"wrote {draw(plot)}", quiet=quiet)
+    if json_out:
+        print_json(document)
