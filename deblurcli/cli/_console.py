@@ -7,6 +7,7 @@ or ``--no-progress``/``--quiet`` is given.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,8 @@ from rich.markup import escape
 
 err_console = Console(stderr=True, highlight=False)
 """Console for everything meant for a person: progress, warnings, errors, tables."""
+if not err_console.is_terminal and "COLUMNS" not in os.environ:
+    err_console.width = 132  # logs and pipes: don't squeeze tables into 80 columns
 
 
 def print_json(document: Any) -> None:
