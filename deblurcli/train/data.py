@@ -1,0 +1,489 @@
+"""Training data: synthetic pairs, paired folders, GoPro layouts, frame averaging, validation.
+
+Every training sample is a pure function of ``(seed, sample index)``: the sample's random
+generator is seeded from both, and the image it starts from comes from a per-epoch permutation
+of the source files seeded the same way. A data stream is therefore identical for any number of
+loader workers, and resuming at step ``s`` only means starting the index stream at ``s``.
+Step ``s`` of process ``rank`` out of ``world`` uses the indices
+``(s * world + rank) * batch + j`` for ``j < batch``, so processes never share a sample.
+
+Samples are dicts of ``C × H × W`` float32 tensors in [0, 1]: ``blurry``, ``sharp`` and, for
+reference-frame data, ``reference``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from deblurcli.errors import UsageError
+from deblurcli.train.config import DataConfig, ValConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+PACK_FORMAT = "1"
+Sample = dict[str, torch.Tensor]
+
+
+def sample_rng(seed: int, *keys: int) -> np.random.Generator:
+    """An independent generator for ``(seed, *keys)`` (e.g. seed, stream id, sample index)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files below ``folder`` (recursively), sorted by path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a directory of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    if pixels.shape[2] == channels:
+        return pixels
+    if channels == 3:
+        return np.repeat(pixels, 3, axis=2)
+    luma = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return luma[..., None]
+
+
+def read_rgb(path: Path, channels: int = 3) -> np.ndarray:
+    """``H × W × channels`` float32 pixels of an image file."""
+    from deblurcli.io import read_image
+
+    return _channels(read_image(path).pixels, channels)
+
+
+def find_pairs(
+    blurred: str | os.PathLike[str],
+    sharp: str | os.PathLike[str] | None = None,
+) -> list[tuple[Path, Path]]:
+    """Matching (blurred, sharp) files: same stem in two folders, or ``X`` / ``X_gt`` in one."""
+    blur_files = list_images(blurred)
+    if sharp is None or Path(sharp) == Path(blurred):
+        by_stem = {p.stem: p for p in blur_files}
+        pairs = [(p, by_stem[p.stem + "_gt"]) for p in blur_files if p.stem + "_gt" in by_stem]
+    else:
+        sharp_by_stem = {p.stem: p for p in list_images(sharp)}
+        pairs = [(p, sharp_by_stem[p.stem]) for p in blur_files if p.stem in sharp_by_stem]
+    if not pairs:
+        raise UsageError(
+            f"no matching blurred/sharp pairs in {blurred}" + (f" and {sharp}" if sharp else "")
+        )
+    return pairs
+
+
+def gopro_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """Pairs of the GoPro layout ``ROOT/SEQ/blur/*.png`` + ``ROOT/SEQ/sharp/*.png``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory (GoPro layout ROOT/SEQ/blur, ROOT/SEQ/sharp)")
+    pairs: list[tuple[Path, Path]] = []
+    for seq in sorted(
+        p for p in root.iterdir() if (p / "blur").is_dir() and (p / "sharp").is_dir()
+    ):
+        pairs += find_pairs(seq / "blur", seq / "sharp")
+    if not pairs:
+        raise UsageError(f"{root}: no SEQ/blur + SEQ/sharp folders (GoPro layout)")
+    return pairs
+
+
+# --------------------------------------------------------------------------- sharp sources
+
+
+class PackSource:
+    """Sharp crops stored as JPEG bytes in one safetensors file (see :func:`build_pack`)."""
+
+    def __init__(self, path: str | os.PathLike[str], channels: int = 3) -> None:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(path))
+        self.data, self.offsets = tensors["data"], tensors["offsets"]
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        raw = self.data[self.offsets[i] : self.offsets[i + 1]]
+        bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+        return _channels(
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0, self.channels
+        )
+
+
+class FolderSource:
+    """Sharp images read from files on demand."""
+
+    def __init__(self, files: Sequence[Path], channels: int = 3) -> None:
+        self.files, self.channels = list(files), channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return read_rgb(self.files[i], self.channels)
+
+
+def open_sharp_source(path: str, channels: int = 3) -> PackSource | FolderSource:
+    """A folder of images or a ``.safetensors`` pack."""
+    if path.endswith(".safetensors"):
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: pack file not found (build it with `deblurcli train pack`)")
+        return PackSource(path, channels)
+    return FolderSource(list_images(path), channels)
+
+
+def build_pack(
+    sources: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    crop: int = 320,
+    per_image: int = 2,
+    quality: int = 92,
+    seed: int = 0,
+) -> int:
+    """Write random ``crop``² crops of every image under ``sources`` as one compact file.
+
+    Returns:
+        The number of crops written.
+    """
+    from safetensors.numpy import save_file
+
+    from deblurcli._atomic import atomic_path
+
+    files = [f for src in sources for f in list_images(src)]
+    blobs: list[np.ndarray] = []
+    for index, path in enumerate(files):
+        pixels = read_rgb(path)
+        rng = sample_rng(seed, 2, index)
+        for _ in range(per_image):
+            region = _random_region(pixels, crop, rng)
+            u8 = np.round(region * 255.0).astype(np.uint8)
+            ok, buf = cv2.imencode(
+                ".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+            )
+            if not ok:
+                raise RuntimeError(f"{path}: JPEG encoding failed")
+            blobs.append(buf.reshape(-1))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    meta = {
+        "deblurcli.pack": PACK_FORMAT,
+        "crop": str(crop),
+        "images": str(len(files)),
+        "sources": ",".join(str(s) for s in sources),
+    }
+    with atomic_path(out) as tmp:
+        save_file({"data": np.concatenate(blobs), "offsets": offsets}, str(tmp), metadata=meta)
+    return len(blobs)
+
+
+# --------------------------------------------------------------------------- degradations
+
+
+def _random_region(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size``² window (reflect-padding images smaller than that)."""
+    h, w = pixels.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        pixels = np.pad(
+            pixels, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge"
+        )
+        h, w = pixels.shape[:2]
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return pixels[top : top + size, left : left + size]
+
+
+def _augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random flip / 90° rotation for every array."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = [np.rot90(a, k) for a in arrays]
+    return [np.ascontiguousarray(a[:, ::-1] if flip else a) for a in out]
+
+
+def degrade(
+    sharp_region: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    kinds: Sequence[str],
+    kernel_size: int,
+    noise_max: float,
+    jpeg_prob: float = 0.0,
+    jpeg_quality: Sequence[int] = (40, 95),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blur (random kernel), add noise and maybe JPEG; return (blurry, sharp) without the margin.
+
+    ``sharp_region`` carries a margin of ``kernel_size // 2`` pixels on each side, so the blur
+    near the crop's border sees real image content, not padding.
+    """
+    from deblurcli.degrade import add_gaussian_noise, convolve, jpeg_degrade
+    from deblurcli.kernels import random_kernel
+
+    pad = kernel_size // 2
+    kernel = random_kernel(rng, kinds=tuple(kinds), max_size=kernel_size)
+    blurry = convolve(sharp_region, kernel)[pad : -pad or None, pad : -pad or None]
+    sharp = sharp_region[pad : -pad or None, pad : -pad or None]
+    blurry = add_gaussian_noise(blurry, float(rng.uniform(0.0, noise_max)), rng)
+    if jpeg_prob > 0 and rng.random() < jpeg_prob:
+        blurry = jpeg_degrade(blurry, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
+    return blurry, np.ascontiguousarray(sharp)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class _IndexedDataset(Dataset[Sample]):
+    """Index ``i`` → sample; the item of epoch ``i // n`` comes from a seeded permutation."""
+
+    def __init__(self, size: int, cfg: DataConfig, seed: int, channels: int) -> None:
+        self.size, self.cfg, self.seed, self.channels = size, cfg, seed, channels
+
+    def __len__(self) -> int:  # a stream: indices are unbounded, this is one epoch
+        return self.size
+
+    def _item(self, index: int) -> int:
+        return int(_permutation(self.seed, index // self.size, self.size)[index % self.size])
+
+
+@lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return sample_rng(seed, 0, epoch).permutation(n)
+
+
+class SyntheticPairs(_IndexedDataset):
+    """Random crops of sharp images, augmented and degraded on the fly."""
+
+    def __init__(self, cfg: DataConfig, seed: int, channels: int = 3) -> None:
+        self.source = open_sharp_source(cfg.sharp, channels)
+        super().__init__(len(self.source), cfg, seed, channels)
+
+    def __getitem__(self, index: int) -> Sample:
+        cfg, rng = self.cfg, sample_rng(self.seed, 1, index)
+        pixels = self.source[self._item(index)]
+        region = _random_region(pixels, cfg.crop + 2 * (cfg.kernel_size // 2), rng)
+        if cfg.flips:
+            (region,) = _augment([region], rng)
+        blurry, sharp = degrade(
+            region,
+            rng,
+            kinds=cfg.kernel_kinds,
+            kernel_size=cfg.kernel_size,
+            noise_max=cfg.noise_max,
+            jpeg_prob=cfg.jpeg_prob,
+            jpeg_quality=cfg.jpeg_quality,
+        )
+        return {"blurry": _tensor(blurry), "sharp": _tensor(sharp)}
+
+
+class PairedImages(_IndexedDataset):
+    """Aligned random crops of (blurred, sharp) file pairs."""
+
+    def __init__(
+        self, pairs: list[tuple[Path, Path]], cfg: DataConfig, seed: int, channels: int = 3
+    ) -> None:
+        self.pairs = pairs
+        super().__init__(len(pairs), cfg, seed, channels)
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = sample_rng(self.seed, 1, index)
+        blur_path, sharp_path = self.pairs[self._item(index)]
+        both = np.concatenate(
+            [read_rgb(blur_path, self.channels), read_rgb(sharp_path, self.channels)], axis=2
+        )
+        region = _random_region(both, self.cfg.crop, rng)
+        if self.cfg.flips:
+            (region,) = _augment([region], rng)
+        c = self.channels
+        return {"blurry": _tensor(region[..., :c]), "sharp": _tensor(region[..., c:])}
+
+
+class FrameAverages(_IndexedDataset):
+    """GoPro-style pairs: the mean of N consecutive frames, the centre frame as the sharp target.
+
+    With ``cfg.reference`` a third frame of the same sequence, ``reference_distance`` frames from
+    the centre (either side), is returned as ``reference`` (same crop window).
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int, channels: int = 3) -> None:
+        from deblurcli.degrade import read_frame_sequence
+
+        root = Path(cfg.root)
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        folders = [
+            d for d in subdirs if any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())
+        ]
+        self.sequences = [read_frame_sequence(d) for d in folders] or [read_frame_sequence(root)]
+        self.sequences = [s for s in self.sequences if len(s) >= cfg.frames[1]]
+        if not self.sequences:
+            raise UsageError(f"{root}: no frame sequence with at least {cfg.frames[1]} frames")
+        super().__init__(len(self.sequences), cfg, seed, channels)
+
+    def __getitem__(self, index: int) -> Sample:
+        from deblurcli.degrade import average_frames
+
+        cfg, rng = self.cfg, sample_rng(self.seed, 1, index)
+        frames = self.sequences[self._item(index)]
+        counts = [n for n in range(cfg.frames[0], cfg.frames[1] + 1) if n % 2] or [cfg.frames[0]]
+        n = counts[int(rng.integers(len(counts)))]
+        start = int(rng.integers(0, len(frames) - n + 1))
+        centre = start + n // 2
+        picked = list(range(start, start + n))
+        if cfg.reference:
+            distance = int(rng.integers(cfg.reference_distance[0], cfg.reference_distance[1] + 1))
+            ref = centre + distance * (1 if rng.random() < 0.5 else -1)
+            ref = ref if 0 <= ref < len(frames) else centre - (ref - centre)
+            picked.append(min(max(ref, 0), len(frames) - 1))
+        first = read_rgb(frames[picked[0]], self.channels)
+        h, w = first.shape[:2]
+        size = min(cfg.crop, h, w)
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        crops = [
+            (first if i == picked[0] else read_rgb(frames[i], self.channels))[
+                top : top + size, left : left + size
+            ]
+            for i in picked
+        ]
+        if cfg.flips:
+            crops = _augment(crops, rng)
+        sample = {"blurry": _tensor(average_frames(crops[:n])), "sharp": _tensor(crops[n // 2])}
+        if cfg.reference:
+            sample["reference"] = _tensor(crops[n])
+        return sample
+
+
+def make_dataset(cfg: DataConfig, seed: int, channels: int = 3) -> _IndexedDataset:
+    """The training dataset ``cfg`` describes (files are listed now, read lazily)."""
+    if cfg.kind == "synthetic":
+        return SyntheticPairs(cfg, seed, channels)
+    if cfg.kind == "paired":
+        if not cfg.blurred:
+            raise UsageError("data.kind = 'paired' needs data.blurred and data.sharp folders")
+        return PairedImages(find_pairs(cfg.blurred, cfg.sharp), cfg, seed, channels)
+    if cfg.kind == "gopro":
+        return PairedImages(gopro_pairs(cfg.root), cfg, seed, channels)
+    return FrameAverages(cfg, seed, channels)
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches of sample indices for steps ``start .. stop - 1`` of one process."""
+
+    def __init__(
+        self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1
+    ) -> None:
+        self.start, self.stop, self.batch = start, stop, batch_size
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            first = (step * self.world + self.rank) * self.batch
+            yield list(range(first, first + self.batch))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def make_loader(
+    dataset: Dataset[Sample],
+    cfg: DataConfig,
+    *,
+    start_step: int,
+    stop_step: int,
+    rank: int = 0,
+    world: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader[Sample]:
+    """A loader yielding the batches of steps ``start_step .. stop_step - 1``, in order."""
+    sampler = StepSampler(start_step, stop_step, cfg.batch_size, rank, world)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.workers,
+        worker_init_fn=_worker_init if cfg.workers else None,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if cfg.workers else None,
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class ValSet:
+    """A fixed validation set: stacked ``N × C × H × W`` tensors and the files they came from."""
+
+    blurry: torch.Tensor
+    sharp: torch.Tensor
+    names: list[str]
+
+
+def _centre(pixels: np.ndarray, size: int) -> np.ndarray | None:
+    h, w = pixels.shape[:2]
+    if h < size or w < size:
+        return None
+    top, left = (h - size) // 2, (w - size) // 2
+    return pixels[top : top + size, left : left + size]
+
+
+VAL_KINDS = ("motion", "gaussian", "defocus")
+VAL_NOISE_MAX = 0.01
+
+
+def build_val_set(cfg: ValConfig, channels: int = 3) -> ValSet | None:
+    """The validation set ``cfg`` describes; the same tensors on every call and every run.
+
+    Synthetic: the first ``count`` images (sorted paths) at least ``crop + kernel_size`` on a side,
+    centre-cropped and blurred with image ``j``'s generator ``sample_rng(seed, j)`` (a random
+    motion/Gaussian/defocus kernel and noise of sigma ``U(0, 0.01)``).
+    """
+    if cfg.kind == "none":
+        return None
+    blurry, sharp, names = [], [], []
+    if cfg.kind == "synthetic":
+        margin = cfg.kernel_size // 2
+        for path in list_images(cfg.sharp):
+            region = _centre(read_rgb(path, channels), cfg.crop + 2 * margin)
+            if region is None:
+                continue
+            rng = sample_rng(cfg.seed, len(names))
+            b, s = degrade(
+                region, rng, kinds=VAL_KINDS, kernel_size=cfg.kernel_size, noise_max=VAL_NOISE_MAX
+            )
+            blurry.append(b), sharp.append(s), names.append(str(path))
+            if len(names) == cfg.count:
+                break
+    else:
+        for blur_path, sharp_path in find_pairs(cfg.blurred or cfg.sharp, cfg.sharp):
+            b = _centre(read_rgb(blur_path, channels), cfg.crop)
+            s = _centre(read_rgb(sharp_path, channels), cfg.crop)
+            if b is None or s is None:
+                continue
+            blurry.append(b), sharp.append(s), names.append(str(blur_path))
+            if len(names) == cfg.count:
+                break
+    if not names:
+        raise UsageError(f"validation: no image in {cfg.sharp} is at least {cfg.crop} px")
+    return ValSet(
+        torch.stack([_tensor(b) for b in blurry]), torch.stack([_tensor(s) for s in sharp]), names
+    )

@@ -1,0 +1,200 @@
+"""Release a training run: one checkpoint in ``deblurcli/weights/`` plus its model-table entry.
+
+The entry records what is needed to trust and reproduce the weights: sha256 and size, the
+architecture config, the exact training command(s), the data, steps, wall time and hardware,
+and validation metrics measured on the exported file through the same inference path ``deblur``
+uses (``engine.Restorer``, fp32 on the CPU) with :mod:`deblurcli.metrics`: PSNR/SSIM of the
+blurry input and of the output, on the run's fixed validation set and optionally on a folder of
+real ``X.png`` / ``X_gt.png`` pairs (e.g. ``gopro_dev``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from deblurcli import archs
+from deblurcli._atomic import atomic_write_bytes
+from deblurcli.engine.checkpoint import load_checkpoint, save_checkpoint
+from deblurcli.engine.info import ModelInfo
+from deblurcli.errors import UsageError
+from deblurcli.train import checkpointing, data
+from deblurcli.train.config import TrainConfig, config_from_dict
+from deblurcli.train.loop import command_line
+
+MEASURED_WITH = "deblurcli.train.export.measure: engine.Restorer (cpu, fp32) + deblurcli.metrics"
+
+
+def _scores(
+    restore: Callable[[torch.Tensor], torch.Tensor], pairs: list[tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, float]:
+    from deblurcli.metrics import psnr, ssim
+
+    rows = []
+    for blurry, sharp in pairs:
+        out = restore(blurry)
+        rows.append(
+            [
+                float(psnr(blurry, sharp)[0]),
+                float(ssim(blurry, sharp)[0]),
+                float(psnr(out, sharp)[0]),
+                float(ssim(out, sharp)[0]),
+            ]
+        )
+    mean = torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
+    keys = ("psnr_input", "ssim_input", "psnr", "ssim")
+    return {"images": len(pairs), **{k: round(v, 4) for k, v in zip(keys, mean, strict=True)}}
+
+
+def measure(
+    checkpoint: str | os.PathLike[str],
+    cfg: TrainConfig,
+    gopro_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """PSNR/SSIM (input and output) of a checkpoint file on the run's validation set and,
+    when given, on the ``X`` / ``X_gt`` pairs of ``gopro_dir`` (whole images)."""
+    from deblurcli.engine.restorer import Restorer
+
+    loaded = load_checkpoint(checkpoint)
+    restorer = Restorer(loaded.model, loaded.info, device=torch.device("cpu"), dtype=torch.float32)
+    results: dict[str, Any] = {"measured_with": MEASURED_WITH}
+    val = data.build_val_set(cfg.val, loaded.info.in_channels)
+    if val is not None:
+        pairs = [(val.blurry[i : i + 1], val.sharp[i : i + 1]) for i in range(len(val.names))]
+        results["val"] = {"set": _val_description(cfg), **_scores(restorer, pairs)}
+    if gopro_dir is not None:
+        pairs = []
+        for blur_path, sharp_path in data.find_pairs(gopro_dir):
+            b, s = (
+                data._tensor(data.read_rgb(p, loaded.info.in_channels))[None]
+                for p in (blur_path, sharp_path)
+            )
+            pairs.append((b, s))
+        results["gopro_dev"] = {"set": str(gopro_dir), **_scores(restorer, pairs)}
+    return results
+
+
+def _val_description(cfg: TrainConfig) -> str:
+    v = cfg.val
+    if v.kind == "synthetic":
+        return (
+            f"synthetic: first {v.count} images of {v.sharp} "
+            f"(sorted, >= {v.crop + v.kernel_size - 1} px), "
+            f"centre {v.crop}px crops, random motion/gaussian/defocus kernel <= {v.kernel_size}px "
+            f"and noise sigma <= {data.VAL_NOISE_MAX}, seed {v.seed}"
+        )
+    return f"paired: first {v.count} pairs of {v.blurred or v.sharp}, centre {v.crop}px crops"
+
+
+def _data_description(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.data
+    found: dict[str, Any] = {"kind": d.kind, "crop": d.crop, "batch_size": d.batch_size}
+    if d.kind == "synthetic":
+        found.update(
+            sharp=d.sharp,
+            kernels=d.kernel_kinds,
+            kernel_size=d.kernel_size,
+            noise_max=d.noise_max,
+            jpeg_prob=d.jpeg_prob,
+            jpeg_quality=d.jpeg_quality,
+        )
+    elif d.kind == "paired":
+        found.update(blurred=d.blurred, sharp=d.sharp)
+    else:
+        found.update(root=d.root, frames=d.frames, reference=d.reference)
+    return found
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    tag: str,
+    description: str = "",
+    make_default: bool = False,
+    use_ema: bool = True,
+    gopro_dir: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export the newest checkpoint of ``run_dir`` as ``name@tag`` and record it in the manifest.
+
+    The entry becomes the name's ``default_tag``; with ``make_default`` the name also becomes the
+    table's ``default`` (the model ``deblur`` uses without ``--model``).
+
+    Returns:
+        The manifest entry written.
+
+    Raises:
+        UsageError: no checkpoint in ``run_dir``, invalid name or tag.
+    """
+    from deblurcli.engine.zoo import MANIFEST_PATH, parse_reference
+
+    parse_reference(f"{name}@{tag}")
+    run_dir = Path(run_dir)
+    folder = checkpointing.latest_checkpoint(run_dir)
+    if folder is None:
+        raise UsageError(f"{run_dir}: no checkpoint to export (train first)")
+    cfg = config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    sessions = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["sessions"]
+    source = folder / (
+        "ema.safetensors"
+        if use_ema and (folder / "ema.safetensors").is_file()
+        else "model.safetensors"
+    )
+    model = archs.build(cfg.model.arch, cfg.model.config)
+    model.load_state_dict(load_file(str(source)), strict=True)
+    info = ModelInfo.for_model(cfg.model.arch, model)
+    manifest = Path(weights_dir) / "manifest.json" if weights_dir else MANIFEST_PATH
+    target = manifest.parent / f"{name}-{tag}.safetensors"
+    training = {
+        "command": [command_line(shlex.split(s["command"])) for s in sessions],
+        "config": cfg.to_dict(),
+        "data": _data_description(cfg),
+        "steps": int(state["step"]),
+        "weights": "ema" if source.name.startswith("ema") else "raw",
+        "wall_time_s": round(float(state["scalars"].get("wall_seconds", 0.0)), 1),
+        "hardware": sessions[-1]["hardware"],
+        "run": run_dir.name,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    summary = {k: training[k] for k in ("steps", "weights", "wall_time_s", "data", "command")}
+    sha256 = save_checkpoint(target, model, info, extra_metadata={"train": summary})
+    if on_progress:
+        on_progress(f"wrote {target}; measuring PSNR/SSIM …")
+    entry: dict[str, Any] = {
+        "name": name,
+        "tag": tag,
+        "sha256": sha256,
+        "size": target.stat().st_size,
+        "arch": cfg.model.arch,
+        "description": description or f"{cfg.model.arch} trained by deblurcli train",
+        "default_tag": True,
+        "file": target.name,
+        "config": archs.config_of(model),
+        "training": training,
+        "metrics": measure(target, cfg, gopro_dir),
+    }
+    document: dict[str, Any] = {"default": None, "models": []}
+    if manifest.is_file():
+        document = json.loads(manifest.read_text(encoding="utf-8"))
+    models = [m for m in document.get("models", []) if (m["name"], m["tag"]) != (name, tag)]
+    for other in models:
+        if other["name"] == name:
+            other["default_tag"] = False
+    document["models"] = [*models, entry]
+    if make_default:
+        document["default"] = name
+    atomic_write_bytes(manifest, (json.dumps(document, indent=2) + "\n").encode())
+    for released in (target, manifest):  # package data: readable by everyone
+        released.chmod(0o644)
+    return entry

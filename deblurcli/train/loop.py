@@ -1,0 +1,469 @@
+"""One plain training loop: ``fit(cfg, run_dir)``.
+
+Per step: the generator's forward pass (bf16 autocast on CUDA when ``run.amp``), the weighted
+pixel losses plus an optional adversarial term, a clipped optimiser step with a warm-up +
+cosine/multistep learning rate, an EMA update, then optionally one discriminator step. Every
+``run.log_every`` steps a JSON line goes to ``RUN/log.jsonl``; every ``run.val_every`` steps the
+model and its EMA are scored (PSNR/SSIM) on the fixed validation set; every
+``checkpoint.every`` steps (and at the end) the full state is saved (:mod:`.checkpointing`).
+
+Reproducibility: the data stream is a function of (seed, sample index) (:mod:`.data`), the global
+torch generator is re-seeded from (seed, step, rank) at every step, and the learning rate is a
+function of the step, so ``fit(..., resume=True)`` after a kill continues bit-for-bit.
+
+Distributed: when started by ``torchrun`` (``WORLD_SIZE`` > 1) the generator is wrapped in
+DistributedDataParallel (NCCL on CUDA, gloo on CPU); each rank draws its own samples; only rank 0
+logs, validates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deblurcli import archs
+from deblurcli._atomic import atomic_write_bytes
+from deblurcli.engine.info import ModelInfo
+from deblurcli.errors import UsageError
+from deblurcli.train import checkpointing, data, losses
+from deblurcli.train.config import ConfigError, TrainConfig, config_from_dict, diff
+
+logger = logging.getLogger(__name__)
+
+RESUME_MAY_CHANGE = {
+    "run.log_every",
+    "run.val_every",
+    "run.num_threads",
+    "run.steps",
+    "data.workers",
+    "checkpoint.every",
+    "checkpoint.keep_last",
+}
+"""Config keys that may differ when resuming (they do not change the computation done so far)."""
+
+
+@dataclass
+class StepInfo:
+    """What ``on_step`` receives: after a log interval (``kind="train"``) or a validation."""
+
+    kind: str
+    step: int
+    total: int
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    """Summary of a finished ``fit``."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    wall_seconds: float
+    val: dict[str, float] = field(default_factory=dict)
+    model: nn.Module | None = None
+    """The trained generator (this process's copy, unwrapped from DDP)."""
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier for the optimiser step with index ``step`` (0-based)."""
+    s, total = cfg.schedule, cfg.run.steps
+    if step < s.warmup_steps:
+        return (step + 1) / s.warmup_steps
+    if s.kind == "constant":
+        return 1.0
+    if s.kind == "cosine":
+        progress = min(1.0, (step - s.warmup_steps) / max(1, total - s.warmup_steps))
+        return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return s.gamma ** sum(step >= m * total for m in s.milestones)
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as typed: ``python -m deblurcli …`` when run as a module."""
+    program = Path(argv[0]).name if argv else "python"
+    program = "python -m deblurcli" if program == "__main__.py" else program
+    return shlex.join([program, *argv[1:]]).replace("'python -m deblurcli'", "python -m deblurcli")
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, 3, step, rank]).generate_state(1)[0])
+
+
+def _init_distributed(device_name: str) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether we created the process group)."""
+    from deblurcli.engine.device import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if device.type == "mps":
+        device = torch.device("cpu") if device_name == "auto" else device
+    if world <= 1:
+        return 0, 1, device, False
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device, created
+
+
+def hardware(device: torch.device, world: int) -> dict[str, Any]:
+    """A short description of where training ran."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    found = {
+        "device": str(device),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "world_size": world,
+    }
+    if device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(device)
+    return found
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, val: data.ValSet, device: torch.device, batch: int = 4
+) -> dict[str, float]:
+    """Mean PSNR and SSIM of ``model``'s clamped outputs on the validation set."""
+    from deblurcli.metrics import psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    scores: list[torch.Tensor] = []
+    for i in range(0, len(val.names), batch):
+        out = model(val.blurry[i : i + batch].to(device)).float().clamp(0, 1).cpu()
+        target = val.sharp[i : i + batch]
+        scores.append(torch.stack([psnr(out, target), ssim(out, target)], dim=1))
+    model.train(was_training)
+    mean = torch.cat(scores).mean(0)
+    return {"psnr": float(mean[0]), "ssim": float(mean[1])}
+
+
+def input_scores(val: data.ValSet) -> dict[str, float]:
+    """PSNR/SSIM of the blurry inputs themselves (what the model must beat)."""
+    return evaluate(nn.Identity(), val, torch.device("cpu"))
+
+
+class _Log:
+    """Append-only JSONL writer (rank 0); on resume, lines after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int | None) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled and keep_until is not None and path.exists():
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    if json.loads(line).get("step", 0) <= keep_until:
+                        kept.append(line)
+                atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
+        self.handle = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, rank: int) -> Path | None:
+    """Check the run folder against ``resume``; return the checkpoint to resume from."""
+    latest = checkpointing.latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise UsageError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue it, "
+            "or choose another --run-dir"
+        )
+    saved = run_dir / "config.json"
+    if resume and latest is not None and saved.is_file():
+        previous = config_from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        changed = [k for k in diff(previous, cfg) if k not in RESUME_MAY_CHANGE]
+        if changed:
+            raise ConfigError(
+                f"cannot resume {run_dir}: the config differs in {', '.join(changed)} "
+                f"(only {', '.join(sorted(RESUME_MAY_CHANGE))} may change)"
+            )
+        if previous.run.steps != cfg.run.steps:
+            logger.warning(
+                "run.steps changed from %d to %d: the lr schedule changes from here on",
+                previous.run.steps,
+                cfg.run.steps,
+            )
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(saved, json.dumps(cfg.to_dict(), indent=2).encode())
+    return latest
+
+
+def fit(
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> FitResult:
+    """Train the configured model into ``run_dir`` (see the module docstring).
+
+    Args:
+        cfg: A validated configuration (:func:`deblurcli.train.config.load_config`).
+        run_dir: Folder for ``config.json``, ``run.json``, ``log.jsonl`` and ``checkpoints/``.
+        resume: Continue from the newest checkpoint in ``run_dir`` (start fresh if there is none).
+        on_step: Called on rank 0 after every log interval and every validation.
+
+    Raises:
+        UsageError: ``run_dir`` holds checkpoints but ``resume`` is False, bad data paths.
+        ConfigError: resuming with a config that changes the computation.
+    """
+    run_dir = Path(run_dir)
+    rank, world, device, created_group = _init_distributed(cfg.run.device)
+    try:
+        return _fit(cfg, run_dir, resume, on_step, rank, world, device)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _fit(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    on_step: Callable[[StepInfo], None] | None,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> FitResult:
+    if cfg.run.num_threads:
+        torch.set_num_threads(cfg.run.num_threads)
+    latest = _prepare_run_dir(cfg, run_dir, resume, rank)
+    seed, total = cfg.run.seed, cfg.run.steps
+    torch.manual_seed(seed), np.random.seed(seed % 2**32), random.seed(seed)
+    model = archs.build(cfg.model.arch, cfg.model.config)
+    info = ModelInfo.for_model(cfg.model.arch, model)
+    if info.inputs == 2 and not (cfg.data.kind == "frames" and cfg.data.reference):
+        raise ConfigError(
+            f"{cfg.model.arch} takes a reference image: use data.kind = 'frames' "
+            "with data.reference = true"
+        )
+    dataset = data.make_dataset(cfg.data, seed, info.in_channels)  # lists files: fails early
+    model.to(device)
+    optim_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    optimizer = optim_cls(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        weight_decay=cfg.optim.weight_decay,
+    )
+    optimizers: dict[str, torch.optim.Optimizer] = {"generator": optimizer}
+    lc = cfg.loss
+    disc = None
+    if lc.gan != "none":
+        from deblurcli.train.discriminator import PatchDiscriminator
+
+        disc = PatchDiscriminator(info.out_channels, lc.disc_width).to(device)
+        optimizers["discriminator"] = torch.optim.Adam(
+            disc.parameters(), lr=cfg.optim.disc_lr, betas=(0.5, 0.999)
+        )
+    ema: dict[str, torch.Tensor] | None = None
+    start, scalars = 0, {}
+    if latest is not None:
+        start, ema, scalars = checkpointing.load_state(
+            latest, model=model, optimizers=optimizers, disc=disc
+        )
+        ema = None if ema is None else {k: v.to(device) for k, v in ema.items()}
+    if ema is None and cfg.model.ema_decay > 0:
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if rank == 0:
+        record = {
+            "command": command_line(sys.argv),
+            "hardware": hardware(device, world),
+            "resumed_from": start,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        history = run_dir / "run.json"
+        runs = json.loads(history.read_text())["sessions"] if history.exists() and start else []
+        atomic_write_bytes(history, json.dumps({"sessions": [*runs, record]}, indent=2).encode())
+    module = model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    criterion = losses.PixelObjective(
+        l1=lc.l1,
+        mse=lc.mse,
+        charbonnier=lc.charbonnier,
+        charbonnier_eps=lc.charbonnier_eps,
+        ssim=lc.ssim,
+        fft=lc.fft,
+        latent_l1=lc.latent_l1,
+        perceptual=lc.perceptual,
+        perceptual_weights=lc.perceptual_weights,
+    ).to(device)
+    val = data.build_val_set(cfg.val, info.in_channels) if rank == 0 and cfg.run.val_every else None
+    if val is not None and info.inputs != 1:
+        logger.warning("validation skipped: %s takes %d inputs", cfg.model.arch, info.inputs)
+        val = None
+    baseline = input_scores(val) if val is not None else {}
+    ema_model = copy.deepcopy(module) if ema is not None and val is not None else None
+    log = _Log(run_dir / "log.jsonl", rank == 0, start if latest is not None else 0)
+    loader = data.make_loader(
+        dataset,
+        cfg.data,
+        start_step=start,
+        stop_step=total,
+        rank=rank,
+        world=world,
+        pin_memory=device.type == "cuda",
+    )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.run.amp and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    wall0, session_start = float(scalars.get("wall_seconds", 0.0)), time.monotonic()
+    tick, sums, count, step = time.monotonic(), {}, 0, start
+    last_val: dict[str, float] = dict(scalars.get("val", {}))
+    checkpoint = latest
+    model.train()
+    for step_index, batch in enumerate(loader, start=start):
+        step = step_index + 1
+        torch.manual_seed(_step_seed(seed, step_index, rank))
+        lr = cfg.optim.lr * lr_factor(step_index, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        blurry = batch["blurry"].to(device, non_blocking=True)
+        sharp = batch["sharp"].to(device, non_blocking=True)
+        gan_on = disc is not None and step_index >= lc.gan_start
+        with autocast:
+            inputs = (blurry, batch["reference"].to(device)) if info.inputs == 2 else (blurry,)
+            out = model(*inputs)
+            loss, parts = criterion(out.float(), sharp, getattr(module, "latents", None))
+            if gan_on:
+                assert disc is not None
+                disc.requires_grad_(False)
+                fake_logits = disc(out)
+                real_logits = disc(sharp) if lc.gan == "ragan" else None
+                adv = losses.gan_generator_loss(
+                    lc.gan,
+                    fake_logits.float(),
+                    None if real_logits is None else real_logits.float(),
+                )
+                loss = loss + lc.gan_weight * adv
+                parts["gan_g"] = adv.detach()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            parts["grad_norm"] = nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            decay = min(cfg.model.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for key, value in module.state_dict().items():
+                    if value.dtype.is_floating_point:
+                        ema[key].lerp_(value, 1 - decay)
+                    else:
+                        ema[key].copy_(value)
+        if gan_on:
+            assert disc is not None
+            disc.requires_grad_(True)
+            d_opt = optimizers["discriminator"]
+            with autocast:
+                real_logits, fake_logits = disc(sharp), disc(out.detach())
+                d_loss = losses.gan_discriminator_loss(
+                    lc.gan, real_logits.float(), fake_logits.float()
+                )
+            if lc.gan == "wgan-gp":
+                d_loss = d_loss + lc.gp_weight * losses.gradient_penalty(disc, sharp, out.detach())
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            parts["gan_d"] = d_loss.detach()
+        parts["loss"] = loss.detach()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+        count += 1
+        if rank == 0 and (step % cfg.run.log_every == 0 or step == total):
+            now = time.monotonic()
+            values = {k: float(v) / count for k, v in sums.items()}
+            values.update(lr=lr, it_s=count / max(now - tick, 1e-9))
+            record = {"kind": "train", "step": step, "wall": wall0 + now - session_start, **values}
+            log.write(record)
+            if on_step:
+                on_step(StepInfo("train", step, total, values))
+            tick, sums, count = now, {}, 0
+        if val is not None and (step % cfg.run.val_every == 0 or step == total):
+            last_val = {f"{k}_input": v for k, v in baseline.items()}
+            last_val.update(evaluate(module, val, device))
+            if ema_model is not None and ema is not None:
+                ema_model.load_state_dict(ema)
+                last_val.update(
+                    {f"{k}_ema": v for k, v in evaluate(ema_model, val, device).items()}
+                )
+            log.write(
+                {
+                    "kind": "val",
+                    "step": step,
+                    "wall": wall0 + time.monotonic() - session_start,
+                    **last_val,
+                }
+            )
+            if on_step:
+                on_step(StepInfo("val", step, total, dict(last_val)))
+        if step % cfg.checkpoint.every == 0 or step == total:
+            if rank == 0:
+                wall = wall0 + time.monotonic() - session_start
+                checkpoint = checkpointing.save_state(
+                    run_dir,
+                    step,
+                    model=module,
+                    info=info,
+                    optimizers=optimizers,
+                    ema=ema,
+                    disc=disc,
+                    keep_last=cfg.checkpoint.keep_last,
+                    scalars={"wall_seconds": wall, "val": last_val, "world_size": world},
+                )
+                if on_step:
+                    on_step(StepInfo("checkpoint", step, total, {"wall": wall}))
+            if world > 1:
+                dist.barrier()
+    log.close()
+    wall = wall0 + time.monotonic() - session_start
+    return FitResult(
+        run_dir=run_dir,
+        step=step,
+        checkpoint=checkpoint,
+        wall_seconds=wall,
+        val=last_val,
+        model=module,
+    )

@@ -1,0 +1,153 @@
+"""The training loop: the loss falls, resume after SIGKILL is bit-exact, run-folder safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _train_data import tiny_config, write_images
+from safetensors.torch import load_file
+
+from deblurcli.errors import UsageError
+from deblurcli.train import checkpointing, data
+from deblurcli.train.config import ConfigError
+from deblurcli.train.loop import StepInfo, fit, lr_factor
+from deblurcli.train.losses import charbonnier_loss
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("train") / "sharp"
+    write_images(folder, 6)
+    return folder
+
+
+def test_tiny_model_loss_falls_in_20_steps(images: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(images)
+    events: list[StepInfo] = []
+    result = fit(cfg, tmp_path / "run", on_step=events.append)
+    assert result.step == 20 and result.model is not None
+    assert [e.step for e in events if e.kind == "checkpoint"] == [10, 20]
+    # the loss on a fixed batch, before (the untrained net is the identity) and after training
+    batch = [data.SyntheticPairs(cfg.data, seed=99)[i] for i in range(8)]
+    blurry = torch.stack([b["blurry"] for b in batch])
+    sharp = torch.stack([b["sharp"] for b in batch])
+    with torch.no_grad():
+        after = charbonnier_loss(result.model.eval()(blurry), sharp)
+    before = charbonnier_loss(blurry, sharp)
+    assert after < 0.9 * before
+    val = [e.values for e in events if e.kind == "val"][-1]
+    assert val["psnr"] > val["psnr_input"] + 0.3 and val["psnr_ema"] > val["psnr_input"]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if r["kind"] == "train"] == list(range(1, 21))
+    assert {"loss", "charbonnier", "lr", "it_s", "wall"} <= set(lines[0])
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["run"]["steps"] == 20
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+from _train_data import tiny_config
+from deblurcli.train.loop import fit
+torch.set_num_threads(1)
+
+def kill(info):
+    if info.step == 9:  # three steps after the checkpoint at step 6
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fit(tiny_config({images!r}, **{options!r}), {run!r}, on_step=kill)
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(images: Path, tmp_path: Path) -> None:
+    options = {"run.steps": 12, "run.val_every": 0, "checkpoint.every": 6, "loss.fft": 0.1}
+    cfg = tiny_config(images, **options)
+    reference = fit(cfg, tmp_path / "whole")
+    script = _KILLED_RUN.format(
+        tests=str(REPO / "tests"), images=str(images), run=str(tmp_path / "killed"), options=options
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert checkpointing.latest_checkpoint(tmp_path / "killed") == (
+        tmp_path / "killed" / "checkpoints" / "step_00000006"
+    )
+    with pytest.raises(UsageError, match="--resume"):
+        fit(cfg, tmp_path / "killed")
+    resumed = fit(cfg, tmp_path / "killed", resume=True)
+    assert resumed.step == 12
+    for name in ("model", "ema"):
+        a = load_file(str(reference.checkpoint / f"{name}.safetensors"))  # type: ignore[operator]
+        b = load_file(str(resumed.checkpoint / f"{name}.safetensors"))  # type: ignore[operator]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    log = [
+        json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in log] == list(range(1, 13))  # lines after the checkpoint were redone
+    sessions = json.loads((tmp_path / "killed" / "run.json").read_text())["sessions"]
+    assert [s["resumed_from"] for s in sessions] == [0, 6]
+
+
+def test_resume_refuses_a_changed_config(images: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(images, **{"run.steps": 2, "run.val_every": 0, "checkpoint.every": 2})
+    fit(cfg, tmp_path / "run")
+    changed = tiny_config(images, **{"run.steps": 2, "run.val_every": 0, "optim.lr": 1.0})
+    with pytest.raises(ConfigError, match="optim.lr"):
+        fit(changed, tmp_path / "run", resume=True)
+    longer = tiny_config(images, **{"run.steps": 3, "run.val_every": 0, "checkpoint.every": 2})
+    assert fit(longer, tmp_path / "run", resume=True).step == 3
+
+
+def test_gan_step_runs(images: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        images,
+        **{
+            "run.steps": 2,
+            "run.val_every": 0,
+            "loss.gan": "wgan-gp",
+            "loss.gan_start": 1,
+            "loss.disc_width": 4,
+        },
+    )
+    events: list[StepInfo] = []
+    fit(cfg, tmp_path / "run", on_step=events.append)
+    train = [e.values for e in events if e.kind == "train"]
+    assert "gan_d" not in train[0] and {"gan_g", "gan_d"} <= set(train[1])
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "disc.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("values", "steps", "expected"),
+    [
+        (
+            {"schedule.kind": "constant", "schedule.warmup_steps": 4},
+            [0, 1, 3, 10],
+            [0.25, 0.5, 1, 1],
+        ),
+        (
+            {"schedule.kind": "cosine", "schedule.min_lr_ratio": 0.0},
+            [0, 10, 20, 30],
+            [1, 0.5, 0, 0],
+        ),
+        (
+            {"schedule.kind": "multistep", "schedule.milestones": [0.5], "schedule.gamma": 0.1},
+            [0, 9, 10, 30],
+            [1, 1, 0.1, 0.1],
+        ),
+    ],
+)
+def test_lr_schedules(
+    images: Path, values: dict[str, object], steps: list[int], expected: list[float]
+) -> None:
+    cfg = tiny_config(images, **{"run.steps": 20, **values})
+    assert [lr_factor(s, cfg) for s in steps] == pytest.approx(expected, abs=1e-9)
