@@ -48,7 +48,10 @@ def tiny_checkpoint(tmp_path: Path, tiny_model: torch.nn.Module) -> Path:
 
 @pytest.fixture
 def model_table(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A model table with one shipped tiny model ``tiny@test`` as default, via the env var."""
+    """A model table with one shipped tiny model ``tiny@test`` as default, via the env var.
+
+    The package's own manifest is hidden so tests see only this table.
+    """
     from deblurcli.engine.checkpoint import sha256_file
 
     table = tiny_checkpoint.parent / "manifest.json"
@@ -61,6 +64,7 @@ def model_table(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.Monke
         }],
     }))
     monkeypatch.setenv("DEBLURCLI_MODEL_TABLE", str(table))
+    monkeypatch.setattr("deblurcli.engine.zoo.MANIFEST_PATH", tmp_path / "no-package-manifest.json")
     return table
 
 

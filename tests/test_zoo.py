@@ -145,3 +145,19 @@ def test_reference_grammar(model_table: Path, tiny_checkpoint: Path) -> None:
     assert resolve(str(tiny_checkpoint)).source == "local"
     with pytest.raises(ModelUnavailableError, match="not found"):
         resolve(str(tiny_checkpoint.with_name("absent.safetensors")))
+
+
+def test_the_shipped_default_model_verifies_and_restores_an_image() -> None:
+    import torch
+
+    from deblurcli.engine import load_model, load_model_table
+
+    table = load_model_table()
+    assert table.default is not None, "the package must ship a default model"
+    for entry in table.entries:
+        assert entry.file is not None and entry.file.is_file(), f"{entry.ref} is not shipped"
+        assert resolve(entry.ref, table=table).source == "weights"
+    restorer = load_model(table.default, device="cpu")
+    x = torch.rand(1, 3, 37, 45)
+    y = restorer(x)
+    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
