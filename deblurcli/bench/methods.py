@@ -112,6 +112,16 @@ def _deblur(config: MethodConfig) -> Prepared:
     return Prepared(run, torch.device(device), torch.float32, f"{config.model} ({dtype})")
 
 
+def _blind(preset: str) -> Callable[[MethodConfig], Prepared]:
+    def build(config: MethodConfig) -> Prepared:
+        from deblurcli.optim.blind import bench_runner
+
+        run, label = bench_runner(preset, dict(config.params), _device(config))
+        return Prepared(run, _device(config), torch.float32, label)
+
+    return build
+
+
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in (
@@ -123,6 +133,10 @@ REGISTRY: dict[str, Method] = {
             True, _deconvolution("hyperlaplacian"),
         ),
         Method("deblur", "a trained network (--model)", False, _deblur),
+        Method("deconvolve-blind", "blind VDIP, fast preset (kernel used for its size only)",
+               True, _blind("fast")),
+        Method("deconvolve-blind-paper", "blind VDIP/DIP as published (hours per image on CPU)",
+               True, _blind("paper")),
     )
 }
 """Benchmarkable methods by name."""

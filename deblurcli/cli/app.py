@@ -13,7 +13,7 @@ import traceback
 import typer
 
 from deblurcli import __version__
-from deblurcli.cli import bench, blur, deblur, deconvolve, models, train
+from deblurcli.cli import bench, blur, deblur, deconvolve, deconvolve_blind, models, train
 from deblurcli.cli._console import error_line
 from deblurcli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeblurError
 
@@ -54,6 +54,7 @@ def _root(
 app.command("deblur", epilog=EPILOG)(deblur.deblur)
 app.command("blur", epilog=EPILOG)(blur.blur)
 app.command("deconvolve", epilog=EPILOG)(deconvolve.deconvolve)
+app.command("deconvolve-blind", epilog=EPILOG)(deconvolve_blind.deconvolve_blind)
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(train.app, name="train")

@@ -1,0 +1,156 @@
+"""``deblurcli deconvolve-blind``: estimate the blur kernel and the sharp image (VDIP, DIP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from deblurcli import __version__
+from deblurcli.cli import _options as opt
+from deblurcli.cli._console import err_console, info, print_json, progress_enabled, warn
+
+METHOD_HELP = (
+    "vdip-sparse (default), vdip-extreme, vdip-std, dip (SelfDeblur), dip-sparse, dip-extreme."
+)
+PRESET_HELP = (
+    "fast: coarse-to-fine variational kernel estimate + non-blind solve (seconds to minutes); "
+    "paper: the published networks and 5,000-step schedule (hours per image on a CPU)."
+)
+SIZE_HELP = (
+    "Kernel size N or HxW (odd). Default: from a Levin09/Lai file name, else 31 (fast) / 21 "
+    "(paper). Choose a bit larger than the blur."
+)
+
+
+def deconvolve_blind(
+    inputs: opt.InputsArg,
+    output: opt.OutputOpt = None,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "vdip-sparse",
+    preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "fast",
+    kernel_size: Annotated[Optional[str], typer.Option("--kernel-size", help=SIZE_HELP)] = None,
+    iters: Annotated[Optional[int], typer.Option(min=0, help=(
+        "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
+    seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
+    kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
+        "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
+        ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help=(
+        "Config override KEY=VALUE (repeatable), e.g. prefit=0, kernel_prior_weight=1, "
+        "bright_var_bug=true (paper) or alpha=1, outer=50 (fast)."))] = None,
+    device: opt.DeviceOpt = "auto",
+    recursive: opt.RecursiveOpt = False,
+    suffix: opt.SuffixOpt = None,
+    fmt: opt.FormatOpt = "auto",
+    skip_existing: opt.SkipExistingOpt = False,
+    overwrite: opt.OverwriteOpt = False,
+    fail_fast: opt.FailFastOpt = False,
+    json_output: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+    no_progress: opt.NoProgressOpt = False,
+) -> None:
+    """Blind deconvolution: recover the sharp photo and its camera-shake kernel.
+
+    Kernels are saved in true-convolution orientation, centred and summing to 1.
+
+    Examples:
+
+      deblurcli deconvolve-blind shake.jpg -o sharp.png --kernel-size 31
+
+      deblurcli deconvolve-blind im1_kernel1_img.png -o out/ --preset paper --method dip
+    """
+    from deblurcli.cli._batch import exit_code, reports_as_json, run_batch, summarize
+    from deblurcli.cli._paths import collect_inputs, plan_outputs, resolve_conflicts
+    from deblurcli.optim.blind import default_kernel_size, parse_kernel_size, parse_overrides
+    from deblurcli.optim.vdip import METHODS
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"use one of {', '.join(METHODS)}", param_hint="--method")
+    if preset not in ("fast", "paper"):
+        raise typer.BadParameter("use fast or paper", param_hint="--preset")
+    size = parse_kernel_size(kernel_size) if kernel_size else None
+    overrides = parse_overrides(preset, param)
+    jobs = plan_outputs(collect_inputs(inputs, recursive=recursive), output, suffix=suffix,
+                        fmt=fmt, recursive=recursive)
+    kernels = {job.input.resolve(): _kernel_paths(job.output, kernel_out, len(jobs)) for job in jobs}
+    todo, skipped = resolve_conflicts(jobs, overwrite=overwrite, skip_existing=skip_existing)
+    _refuse_kernel_conflicts([kernels[j.input.resolve()] for j in todo], overwrite)
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from deblurcli.engine.device import resolve_device
+    from deblurcli.errors import UnsupportedImageError
+    from deblurcli.kernels import write_kernel
+    from deblurcli.optim.blind import deconvolve_blind as run
+    from deblurcli.optim.vdip import BlindDeconvolutionError
+
+    dev = resolve_device(device)
+    info(f"deconvolve-blind: {method}, preset {preset}, device {dev}, seed {seed}", quiet=quiet)
+    show = progress_enabled(no_progress, quiet)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.fields[loss]}"), TimeRemainingColumn(),
+                   console=err_console, disable=not show, transient=True)
+
+    def process(image: Any, _tiles: Any) -> tuple[Any, dict[str, Any]]:
+        ksize, why = (size, "--kernel-size") if size else default_kernel_size(image.source, preset)
+        info(f"{image.source}: kernel {ksize[0]}x{ksize[1]} ({why})", quiet=quiet)
+        task = bar.add_task(str(getattr(image.source, "name", "image")), total=None, loss="")
+
+        def on_progress(done: int, total: int, loss: float, phase: str) -> None:
+            bar.update(task, completed=done, total=total, loss=f"{phase} loss {loss:.4g}")
+
+        try:
+            with bar:
+                out = run(image.pixels, method=method, preset=preset, kernel_size=ksize,
+                          iters=iters, seed=seed, device=dev, on_progress=on_progress,
+                          **overrides)
+        except BlindDeconvolutionError as exc:  # per file: report it and go on (exit 3)
+            raise UnsupportedImageError(f"{image.source}: {exc}") from exc
+        finally:
+            bar.remove_task(task)
+        png, exact = kernels[Path(image.source).resolve()]
+        png.parent.mkdir(parents=True, exist_ok=True)
+        write_kernel(png, out.kernel)
+        write_kernel(exact, out.kernel)
+        for message in out.details.get("warnings", []):
+            warn(f"{image.source}: {message}")
+        return image.with_pixels(out.image), {**out.details, "kernel_png": str(png),
+                                              "kernel": str(exact)}
+
+    reports: list[Any] = []
+    interrupted = False
+    try:
+        run_batch(todo, skipped, process, reports, max_pixels=None, bit_depth="same", quality=95,
+                  fail_fast=fail_fast, show_progress=False, quiet=quiet)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if json_output:
+            print_json({"version": __version__, "command": "deconvolve-blind", "method": method,
+                        "preset": preset, "seed": seed, "device": str(dev),
+                        "interrupted": interrupted, "items": reports_as_json(reports),
+                        "summary": summarize(reports)})
+    raise typer.Exit(exit_code(reports))
+
+
+def _kernel_paths(image_out: Path, kernel_out: Path | None, n_jobs: int) -> tuple[Path, Path]:
+    """(PNG view, exact .txt/.npy) for one output image."""
+    if kernel_out is None or (n_jobs > 1 or kernel_out.is_dir() or not kernel_out.suffix):
+        folder = image_out.parent if kernel_out is None else kernel_out
+        base = folder / f"{image_out.stem}_kernel"
+        return base.with_suffix(".png"), base.with_suffix(".txt")
+    if kernel_out.suffix.lower() not in (".png", ".txt", ".npy"):
+        raise typer.BadParameter("use a .png, .txt or .npy file or a folder",
+                                 param_hint="--kernel-out")
+    exact = kernel_out if kernel_out.suffix.lower() != ".png" else kernel_out.with_suffix(".txt")
+    return kernel_out.with_suffix(".png"), exact
+
+
+def _refuse_kernel_conflicts(paths: list[tuple[Path, Path]], overwrite: bool) -> None:
+    from deblurcli.errors import UsageError
+
+    existing = [p for pair in paths for p in pair if p.exists()]
+    if existing and not overwrite:
+        raise UsageError(f"kernel file(s) already exist ({existing[0]}); pass --overwrite")

@@ -1,0 +1,126 @@
+"""`deblurcli deconvolve-blind`: argument plumbing (library patched), outputs, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deblurcli.cli import deconvolve_blind as command
+from deblurcli.io import Image, write_image
+from deblurcli.optim import blind
+from deblurcli.optim.blind import BlindOutput
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def app() -> Any:
+    """The real app, with the command registered if app.py does not register it yet."""
+    from deblurcli.cli.app import EPILOG
+    from deblurcli.cli.app import app as real_app
+
+    names = {c.name for c in real_app.registered_commands}
+    if "deconvolve-blind" not in names:
+        real_app.command("deconvolve-blind", epilog=EPILOG)(command.deconvolve_blind)
+    return real_app
+
+
+def _invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``main(argv)`` (the central error mapping); return (exit code, stdout)."""
+    from deblurcli.cli.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, _ = capsys.readouterr()
+    return int(exit_info.value.code or 0), out
+
+
+def _image(path: Path, size: int = 64, channels: int = 1) -> Path:
+    rng = np.random.default_rng(0)
+    pixels = rng.random((size, size, channels)).astype(np.float32)
+    write_image(path, Image(pixels=pixels, dtype=np.dtype(np.uint8)))
+    return path
+
+
+def _fake(calls: list[dict[str, Any]]) -> Any:
+    def run(pixels: np.ndarray, **kwargs: Any) -> BlindOutput:
+        calls.append(kwargs)
+        kwargs["on_progress"](1, 2, 0.5, "level 1/1")
+        k = np.zeros((5, 5))
+        k[2, 1:4] = 1 / 3
+        return BlindOutput(pixels * 0.5, k, {"method": kwargs["method"], "warnings": ["w1"]})
+
+    return run
+
+
+def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(blind, "deconvolve_blind", _fake(calls))
+    src = _image(tmp_path / "im2_kernel4_img.png")
+    out = tmp_path / "out" / "sharp.png"
+    code, stdout = _invoke(["deconvolve-blind", str(src), "-o", str(out), "--method", "dip",
+                            "--preset", "paper", "--seed", "7", "--iters", "12", "--json",
+                            "--device", "cpu", "--param", "prefit=3"], capsys)
+    assert code == 0
+    assert calls[0]["method"] == "dip" and calls[0]["preset"] == "paper"
+    assert calls[0]["kernel_size"] == (27, 27)  # Levin kernel 4, from the file name
+    assert calls[0]["seed"] == 7 and calls[0]["iters"] == 12 and calls[0]["prefit"] == 3
+    assert out.exists()
+    png, txt = tmp_path / "out" / "sharp_kernel.png", tmp_path / "out" / "sharp_kernel.txt"
+    assert png.exists() and np.loadtxt(txt).sum() == pytest.approx(1.0)
+    document = json.loads(stdout)
+    item = document["items"][0]
+    assert document["method"] == "dip" and item["status"] == "ok"
+    assert item["details"]["kernel"] == str(txt)
+
+
+def test_explicit_kernel_size_and_kernel_out(app: Any, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(blind, "deconvolve_blind", _fake(calls))
+    src = _image(tmp_path / "photo.png")
+    code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "o.png"),
+                       "--kernel-size", "19x25", "--kernel-out", str(tmp_path / "k.npy")], capsys)
+    assert code == 0
+    assert calls[0]["kernel_size"] == (19, 25)
+    assert np.load(tmp_path / "k.npy").shape == (5, 5) and (tmp_path / "k.png").exists()
+    # a second run refuses to replace the kernel files
+    code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "o2.png"),
+                       "--kernel-size", "19x25", "--kernel-out", str(tmp_path / "k.npy")], capsys)
+    assert code == 2
+
+
+@pytest.mark.parametrize("args", [["--method", "nope"], ["--preset", "slow"],
+                                  ["--kernel-size", "20"], ["--param", "nope=1"]])
+def test_usage_errors_exit_2(app: Any, tmp_path: Path, args: list[str],
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    src = _image(tmp_path / "a.png")
+    code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "b.png"), *args], capsys)
+    assert code == 2
+
+
+def test_real_pipeline_smoke_and_too_small_image(app: Any, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    good = _image(tmp_path / "good.png", size=48, channels=3)
+    tiny = _image(tmp_path / "tiny.png", size=20)
+    code, stdout = _invoke(["deconvolve-blind", str(good), str(tiny), "-o", str(tmp_path / "out"),
+                            "--kernel-size", "5", "--iters", "2", "--json", "--no-progress"],
+                           capsys)
+    assert code == 3  # tiny failed, good was written
+    items = {Path(i["input"]).name: i for i in json.loads(stdout)["items"]}
+    assert items["good.png"]["status"] == "ok" and items["tiny.png"]["status"] == "failed"
+    assert (tmp_path / "out" / "good.png").exists()
+    assert (tmp_path / "out" / "good_kernel.txt").exists()

@@ -1,0 +1,254 @@
+"""VDIP/DIP optimisation: operators, the loop's contracts, guards, and the fast path (tiny)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deblurcli.archs.dip_nets import SkipNetConfig
+from deblurcli.degrade import convolve
+from deblurcli.optim import BlindDeconvolutionError, fit, ops, paper_config
+from deblurcli.optim.blind import default_kernel_size, parse_kernel_size, parse_overrides
+from deblurcli.optim.fast import FastConfig, fast_fit, informative_crop
+from deblurcli.optim.vdip import _sanity
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these loops are tiny, and extra threads only spin on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = SkipNetConfig(down_channels=(8, 8, 8), up_channels=(8, 8, 8), skip_channels=(4, 4, 4),
+                     nonlocal_from=2)
+
+
+def _scene(size: int = 40, ksize: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.interpolate(torch.rand(1, 1, size // 4, size // 4, generator=g),
+                                        size=(size, size), mode="nearest")
+    k = torch.rand(ksize, ksize, generator=g)
+    k = k / k.sum()
+    return ops.blur_valid(x, k), k
+
+
+def _tiny(method: str = "vdip-sparse", **kw: object):
+    base = dict(net=TINY, iters=20, prefit=0, min_side=16, ssim_from=1000, lr_kernel=1e-3,
+                channels_last=False)
+    base.update(kw)
+    return paper_config(method, (5, 5), **base)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+def test_fft_blur_equals_direct_blur_and_true_convolution() -> None:
+    x = torch.rand(1, 2, 30, 27, dtype=torch.float64)
+    k = torch.rand(7, 5, dtype=torch.float64)
+    direct = ops.blur_valid(x, k)
+    assert direct.shape == (1, 2, 24, 23)
+    torch.testing.assert_close(ops.blur_valid_fft(x, k), direct)
+    # the learned kernel is the rotated PSF: true convolution with to_convolution(k)
+    conv = convolve(x[0, 0].numpy(), ops.to_convolution(k).numpy(), boundary="zero")
+    np.testing.assert_allclose(conv[3:-3, 2:-2], direct[0, 0].numpy(), atol=1e-5)
+
+
+def test_folded_derivative_energy_matches_the_published_six_terms() -> None:
+    x = torch.rand(1, 3, 20, 22, dtype=torch.float64)
+    y = torch.rand(1, 3, 16, 18, dtype=torch.float64)
+    k = torch.rand(5, 5, dtype=torch.float64)
+    r = ops.blur_valid(x, k) - y
+    dv, dh = ops.diff_v, ops.diff_h
+    literal = (0.5 * r.square().sum() + 0.25 * dv(r).square().sum() + 0.25 * dh(r).square().sum()
+               + 0.125 * (dv(dv(r)).square().sum() + dh(dv(r)).square().sum()
+                          + dh(dh(r)).square().sum() + dv(dh(r)).square().sum())
+               + 0.25 * (ops.blur_valid(dv(x), k) - dv(y)).square().sum()
+               + 0.25 * (ops.blur_valid(dh(x), k) - dh(y)).square().sum())
+    torch.testing.assert_close(ops.derivative_residual_energy(r), literal)
+
+
+def test_ssim_min_pool_and_kernel_helpers() -> None:
+    a = torch.rand(1, 3, 16, 16)
+    assert float(ops.ssim_same(a, a)) == pytest.approx(1.0, abs=1e-5)
+    u = torch.rand(1, 3, 10, 12)
+    assert ops.min_pool(u, 3).shape == (1, 1, 8, 10)
+    assert float(ops.min_pool(u, 3)[0, 0, 0, 0]) == pytest.approx(float(u[0, :, :3, :3].min()))
+    k = torch.zeros(7, 7)
+    k[1, 2], k[2, 2] = 0.5, 0.5
+    centred, shift = ops.center_kernel(k)
+    assert shift == (2, 1) and float(centred[3:5, 3].sum()) == pytest.approx(1.0)
+    p = ops.project_kernel(torch.tensor([[-1.0, 0.01], [2.0, 1.0]]), rel_threshold=0.05)
+    assert torch.allclose(p, torch.tensor([[0.0, 0.0], [2 / 3, 1 / 3]]))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def test_twenty_steps_reduce_the_data_term_and_keep_a_kernel() -> None:
+    y, _ = _scene()
+    y = y[..., :32, :32]
+    result = fit(y, _tiny(), seed=0)
+    data = [h["data"] for h in result.history]
+    assert len(data) == 20
+    assert np.mean(data[-5:]) < np.mean(data[:5])
+    assert result.image.shape == (1, 1, 32, 32) and result.sigma is not None
+    assert bool((result.kernel >= 0).all())
+    assert float(result.kernel.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["vdip-extreme", "vdip-std", "dip", "dip-sparse", "dip-extreme"])
+def test_every_method_runs(method: str) -> None:
+    y, _ = _scene(size=44)
+    result = fit(y, _tiny(method, iters=3, prefit=1, ssim_from=2), seed=1)
+    assert result.image.shape == y.shape
+    assert len(result.history) == 4
+    assert (result.sigma is None) == (not method.startswith("vdip"))
+
+
+def test_same_seed_same_result_other_seed_differs() -> None:
+    y, _ = _scene()
+    a = fit(y, _tiny(iters=4), seed=3)
+    b = fit(y, _tiny(iters=4), seed=3)
+    c = fit(y, _tiny(iters=4), seed=4)
+    assert torch.equal(a.image, b.image) and torch.equal(a.kernel, b.kernel)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_non_finite_gradients_skip_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    original = ops.derivative_residual_energy
+
+    def sometimes_nan(r: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        value = original(r)
+        return value * float("nan") if calls["n"] == 2 else value
+
+    monkeypatch.setattr(ops, "derivative_residual_energy", sometimes_nan)
+    y, _ = _scene()
+    result = fit(y, _tiny(iters=3), seed=0)
+    assert result.skipped_steps == 1
+    assert any("skipped" in w for w in result.warnings)
+    assert bool(torch.isfinite(result.image).all())
+
+
+def test_guards_small_images_and_degenerate_solutions() -> None:
+    y, _ = _scene(size=24)
+    result = fit(y, _tiny(iters=1, min_side=32), seed=0)
+    assert result.image.shape == y.shape
+    assert any("smaller than 32" in w for w in result.warnings)
+    with pytest.raises(BlindDeconvolutionError, match="35"):
+        fit(y, _tiny("vdip-extreme", iters=1), seed=0)  # 24+4 < 35: the extreme window
+    delta = torch.zeros(5, 5)
+    delta[2, 2] = 1
+    found = _sanity(torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 0.5), delta, _tiny())
+    assert any("delta" in w for w in found) and any("collapsed" in w for w in found)
+
+
+def test_paper_presets_follow_the_spec() -> None:
+    sparse, extreme, dip = (paper_config(m, (19, 19))
+                            for m in ("vdip-sparse", "vdip-extreme", "dip"))
+    assert (sparse.prefit, sparse.lam, sparse.ssim_from, sparse.total_steps) == (
+        500, 0.1, 2000, 5500)
+    assert (extreme.prefit, extreme.lam, extreme.kernel_prior_weight) == (5, 1e-4, 10.0)
+    assert (dip.prefit, dip.ssim_from, dip.input_channels, dip.reg_noise, dip.color) == (
+        0, 1000, 8, 1e-3, "y")
+    assert paper_config("dip", (19, 19), dataset="real").milestones == (1600, 1900, 2200)
+    with pytest.raises(BlindDeconvolutionError):
+        paper_config("vdip-sparse", (18, 19))
+
+
+# ----------------------------------------------------------------------------- fast path
+
+
+def test_fast_path_recovers_a_kernel_on_a_synthetic_photo() -> None:
+    rng = np.random.default_rng(0)
+    sharp = np.kron(rng.random((12, 12)), np.ones((8, 8)))[..., None].astype(np.float32)
+    k = np.zeros((7, 7))
+    k[3, 1:6] = 0.2  # horizontal motion
+    blurry = convolve(sharp, k, boundary="reflect")
+    cfg = FastConfig(kernel_size=(7, 7), kernel_margin=2, outer=6, cg=8)
+    result = fast_fit(blurry, cfg)
+    assert result.image.shape == blurry.shape
+    assert result.kernel.shape == (9, 9)
+    assert result.kernel.sum() == pytest.approx(1.0)
+    spread = result.kernel.sum(axis=0)  # mass spread along x, not y
+    assert (spread > 0.05).sum() >= 3 and (result.kernel.sum(axis=1) > 0.05).sum() <= 3
+
+
+def test_informative_crop_prefers_unsaturated_texture() -> None:
+    luma = np.full((200, 300), 0.5, dtype=np.float32)
+    luma[20:80, 200:280] = np.random.default_rng(0).random((60, 80))
+    luma[120:190, 10:90] = np.where(np.random.default_rng(1).random((70, 80)) > 0.5, 1.0, 0.99)
+    top, left, h, w = informative_crop(luma, 100)
+    assert (h, w) == (100, 100)
+    assert top <= 20 and left >= 180 and left + w <= 300
+
+
+def test_kernel_size_rules() -> None:
+    assert parse_kernel_size("19") == (19, 19)
+    assert parse_kernel_size("19x25") == (19, 25)
+    with pytest.raises(BlindDeconvolutionError):
+        parse_kernel_size("20")
+    assert default_kernel_size("im3_kernel4_img.png", "paper")[0] == (27, 27)
+    assert default_kernel_size("manmade_01_kernel_02.png", "fast")[0] == (51, 51)
+    assert default_kernel_size("holiday.jpg", "fast")[0] == (31, 31)
+    assert default_kernel_size("holiday.jpg", "paper")[0] == (21, 21)
+
+
+def test_bench_runners_work_under_no_grad() -> None:
+    from deblurcli.optim.blind import bench_runner
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(np.kron(rng.random((6, 6)), np.ones((8, 8)))).float()[None, None]
+    gt = torch.ones(7, 7) / 49  # only its size is used: a Levin-less 7 stays 7
+    fast, label = bench_runner("fast", {"outer": 2, "cg": 3}, torch.device("cpu"))
+    paper, _ = bench_runner("paper", {"kernel_size": 5, "iters": 2, "prefit": 1, "net": TINY,
+                                      "channels_last": False}, torch.device("cpu"))
+    with torch.no_grad():
+        assert fast(x, gt).shape == x.shape
+        assert paper(x, gt).shape == x.shape
+    assert "vdip-sparse" in label
+
+
+@pytest.mark.parametrize("method", ["dip", "vdip-extreme"])
+def test_fast_generator_path_runs(method: str) -> None:
+    rng = np.random.default_rng(1)
+    blurry = np.kron(rng.random((8, 8)), np.ones((8, 8)))[..., None].astype(np.float32)
+    cfg = FastConfig(method=method, kernel_size=(5, 5), kernel_margin=2, width=4, skip=2,
+                     prefit=2, iters=3, patience=0)
+    assert cfg.resolved_image_model == "generator"
+    result = fast_fit(blurry, cfg, seed=0)
+    assert result.image.shape == blurry.shape and result.kernel.sum() == pytest.approx(1.0)
+    assert all(level["steps"] == 5 for level in result.levels)
+    with pytest.raises(BlindDeconvolutionError):
+        FastConfig(method=method, image_model="pixels")
+
+
+def test_parse_overrides_casts_by_field_type() -> None:
+    paper = parse_overrides("paper", ["prefit=0", "bright_var_bug=true", "milestones=10,20",
+                                      "lam=1e-3", "color=y"])
+    assert paper == {"prefit": 0, "bright_var_bug": True, "milestones": (10, 20), "lam": 1e-3,
+                     "color": "y"}
+    assert parse_overrides("fast", ["alpha=1", "lam=0.5"]) == {"alpha": 1.0, "lam": 0.5}
+    for bad in (["nope=1"], ["prefit"], ["prefit=x"], ["bright_var_bug=maybe"], ["method=dip"]):
+        with pytest.raises(BlindDeconvolutionError):
+            parse_overrides("paper", bad)
+    with pytest.raises(BlindDeconvolutionError):
+        paper_config("vdip-sparse", (5, 5), color="lab")
+
+
+def test_fast_variants_vote_for_the_medoid_kernel() -> None:
+    rng = np.random.default_rng(2)
+    sharp = np.kron(rng.random((10, 10)), np.ones((8, 8)))[..., None].astype(np.float32)
+    k = np.zeros((5, 5))
+    k[1:4, 2] = 1 / 3
+    blurry = convolve(sharp, k, boundary="reflect")
+    cfg = FastConfig(kernel_size=(5, 5), kernel_margin=2, outer=3, cg=4,
+                     variants=((("outer", 4),), (("kernel_margin", 4),)))
+    result = fast_fit(blurry, cfg)
+    chosen = [entry for entry in result.levels if entry["chosen"]]
+    assert len(result.levels) == 3 and len(chosen) == 1
+    assert result.kernel.shape in ((7, 7), (9, 9))
