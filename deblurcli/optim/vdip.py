@@ -405,7 +405,8 @@ def fit(
     def generate(inp: Tensor) -> tuple[Tensor, Tensor | None]:
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast):
             out = image_net(inp)
-        out = out.float()
+        # back to NCHW: the losses' small depthwise convs are slow on channels-last tensors
+        out = out.float().contiguous(memory_format=torch.contiguous_format)
         return (out[:, :c], out[:, c:]) if sigma_head else (out, None)
 
     with torch.enable_grad():  # callers such as bench may hold no_grad
