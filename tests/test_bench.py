@@ -95,6 +95,37 @@ def test_deblur_method_uses_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.allclose(y, torch.full((1, 3, 8, 8), 0.5))
 
 
+def test_blind_methods_get_the_true_kernel_for_its_size_only(pairs: tuple[Path, Path]) -> None:
+    seen: list[tuple[int, ...] | None] = []
+
+    def build(config: methods.MethodConfig) -> methods.Prepared:
+        def run(x: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
+            seen.append(None if kernel is None else tuple(kernel.shape))
+            return x
+        return methods.Prepared(run, torch.device("cpu"), torch.float32, "recorder")
+
+    blind = methods.Method("recorder", "records its kernel", "size", build)
+    cfg = methods.MethodConfig(device="cpu")
+    synthetic = datasets.synthetic(pairs[1], seed=3, kernel_size=7)
+    # no --ground-truth-kernel needed: a blind method sees each sample's true kernel (its size)
+    quality.run_quality(synthetic, [blind], cfg)
+    # without true kernels it runs with none (its default size), and --kernel FILE wins
+    quality.run_quality(datasets.folder_pairs(*pairs), [blind], cfg)
+    quality.run_quality(synthetic, [blind], cfg, kernel=np.ones((5, 3)) / 15)
+    assert seen == [(7, 7)] * 2 + [None] * 2 + [(5, 3)] * 2
+
+
+def test_bench_help_lists_every_method() -> None:
+    from typer.testing import CliRunner
+
+    from deblurcli.cli.app import app
+
+    text = " ".join(CliRunner().invoke(app, ["bench", "quality", "--help"],
+                                       env={"COLUMNS": "400"}).output.split())
+    for name in methods.REGISTRY:
+        assert name in text
+
+
 def test_synthetic_preset_is_seeded(pairs: tuple[Path, Path]) -> None:
     a = datasets.synthetic(pairs[1], seed=3, kernel_size=7).samples[0].load()
     b = datasets.synthetic(pairs[1], seed=3, kernel_size=7).samples[0].load()

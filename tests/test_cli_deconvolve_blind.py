@@ -14,6 +14,7 @@ from deblurcli.io import Image, write_image
 from deblurcli.optim import blind
 from deblurcli.optim.blind import BlindOutput
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Any:
     import torch

@@ -16,6 +16,7 @@ from deblurcli.archs.dip_nets import (
     min_input_size,
 )
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One intra-op thread: these loops are tiny, and extra threads only spin on a busy CPU."""

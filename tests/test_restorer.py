@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -9,8 +11,6 @@ from torch import nn
 from deblurcli.engine import ModelInfo, Restorer, resolve_device, resolve_dtype
 from deblurcli.engine.restorer import pad_to_multiple
 from deblurcli.errors import UnsupportedDtypeError, UnsupportedImageError, UsageError
-
-import os
 
 TEST_DEVICE = os.environ.get("DEBLURCLI_TEST_DEVICE", "cpu")
 

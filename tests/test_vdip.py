@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,15 @@ import torch
 from deblurcli.archs.dip_nets import SkipNetConfig
 from deblurcli.degrade import convolve
 from deblurcli.optim import BlindDeconvolutionError, fit, ops, paper_config
-from deblurcli.optim.blind import default_kernel_size, parse_kernel_size, parse_overrides
+from deblurcli.optim.blind import (
+    deconvolve_blind,
+    default_kernel_size,
+    parse_kernel_size,
+    parse_overrides,
+)
 from deblurcli.optim.fast import FastConfig, fast_fit, informative_crop
-from deblurcli.optim.vdip import _sanity
+from deblurcli.optim.vdip import _sanity, fit_with_refinement
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -144,7 +152,44 @@ def test_guards_small_images_and_degenerate_solutions() -> None:
     delta = torch.zeros(5, 5)
     delta[2, 2] = 1
     found = _sanity(torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 0.5), delta, _tiny())
-    assert any("delta" in w for w in found) and any("collapsed" in w for w in found)
+    assert [kind for kind, _ in found] == ["delta-kernel", "dark-image"]
+    assert _sanity(y[..., 2:-2, 2:-2], y, torch.full((5, 5), 0.04), _tiny()) == []
+
+
+def test_nonblind_refinement_keeps_the_kernel_and_replaces_the_image() -> None:
+    y, _ = _scene()
+    cfg = _tiny("dip", iters=6, refine="always", refine_steps=5)
+    blind = fit(y, cfg, seed=0)
+    phases: list[str] = []
+    refined = fit_with_refinement(y, cfg, seed=0, on_step=lambda i: phases.append(i.phase))
+    assert phases == ["mse"] * 6 + ["refine"] * 5
+    assert [h["step"] for h in refined.history] == list(range(11))
+    # the blind part is the same run; the re-run's kernel stays fixed (learning rate 0)
+    torch.testing.assert_close(refined.kernel, blind.kernel)
+    assert refined.image.shape == blind.image.shape
+    assert not torch.equal(refined.image, blind.image)
+    assert any("re-run" in w for w in refined.warnings)
+    # "collapse" refines only a dark image with a usable kernel; "off" never
+    off = fit_with_refinement(y, replace(cfg, refine="off"), seed=0)
+    torch.testing.assert_close(off.image, blind.image)
+    clean = fit_with_refinement(y, replace(cfg, refine="collapse"), seed=0)
+    assert len(clean.history) == 6
+
+
+def test_restarts_take_the_next_seed_after_a_degenerate_run() -> None:
+    y, _ = _scene()
+    pixels = y[0].permute(1, 2, 0).numpy()
+    common = dict(method="dip-sparse", preset="paper", kernel_size=(5, 5), iters=2, prefit=0,
+                  seed=3, net=TINY, min_side=16, channels_last=False)
+    # every kernel counts as a near-delta: all runs are "degenerate", the last one is returned
+    out = deconvolve_blind(pixels, restarts=2, delta_threshold=0.0, **common)
+    assert (out.details["attempts"], out.details["seed"]) == (3, 5)
+    assert sum("restarted with seed" in w for w in out.details["warnings"]) == 2
+    clean = deconvolve_blind(pixels, restarts=2, **common)
+    assert (clean.details["attempts"], clean.details["seed"], clean.details["collapse"]) == (
+        1, 3, [])
+    with pytest.raises(BlindDeconvolutionError, match="restarts"):
+        deconvolve_blind(pixels, restarts=-1, **common)
 
 
 def test_paper_presets_follow_the_spec() -> None:

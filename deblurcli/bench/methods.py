@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,8 +54,25 @@ class Method:
 
     name: str
     summary: str
-    needs_kernel: bool
+    kernel_use: str
+    """``none``; ``full`` (a non-blind method: needs ``--ground-truth-kernel`` or ``--kernel``);
+    ``size`` (a blind method: gets the sample's true kernel, or ``--kernel``, only to read
+    the kernel size from it, and falls back to its default size without one)."""
     build: Callable[[MethodConfig], Prepared]
+
+    @property
+    def needs_kernel(self) -> bool:
+        """Whether the method cannot run without a kernel."""
+        return self.kernel_use == "full"
+
+    def kernel_for(self, given: np.ndarray | None, true: np.ndarray | None
+                   ) -> np.ndarray | None:
+        """The kernel this method receives for one sample (``given``: the run's choice)."""
+        if self.kernel_use == "full":
+            return given
+        if self.kernel_use == "size":
+            return given if given is not None else true
+        return None
 
 
 def _device(config: MethodConfig) -> torch.device:
@@ -125,18 +143,19 @@ def _blind(preset: str) -> Callable[[MethodConfig], Prepared]:
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("identity", "the blurred input itself (baseline)", False, _identity),
-        Method("deconvolve-wiener", "Wiener filter, known kernel", True, _deconvolution("wiener")),
-        Method("deconvolve-rl", "Richardson–Lucy, known kernel", True, _deconvolution("rl")),
+        Method("identity", "the blurred input itself (baseline)", "none", _identity),
+        Method("deconvolve-wiener", "Wiener filter, known kernel", "full",
+               _deconvolution("wiener")),
+        Method("deconvolve-rl", "Richardson–Lucy, known kernel", "full", _deconvolution("rl")),
         Method(
             "deconvolve-hyperlaplacian", "hyper-Laplacian prior (Krishnan & Fergus), known kernel",
-            True, _deconvolution("hyperlaplacian"),
+            "full", _deconvolution("hyperlaplacian"),
         ),
-        Method("deblur", "a trained network (--model)", False, _deblur),
-        Method("deconvolve-blind", "blind VDIP, fast preset (kernel used for its size only)",
-               True, _blind("fast")),
+        Method("deblur", "a trained network (--model)", "none", _deblur),
+        Method("deconvolve-blind", "blind VDIP, fast preset (true kernel used for its size only)",
+               "size", _blind("fast")),
         Method("deconvolve-blind-paper", "blind VDIP/DIP as published (hours per image on CPU)",
-               True, _blind("paper")),
+               "size", _blind("paper")),
     )
 }
 """Benchmarkable methods by name."""

@@ -132,7 +132,8 @@ def run_quality(
         UsageError: a method needs a kernel and none is given, or the dataset has no kernels.
     """
     entries = [get_method(m) if isinstance(m, str) else m for m in methods]
-    if kernel == "ground-truth" and not dataset.has_kernels:
+    ground_truth = isinstance(kernel, str) and kernel == "ground-truth"
+    if ground_truth and not dataset.has_kernels:
         raise UsageError(f"dataset {dataset.name} has no ground-truth kernels; use --kernel FILE")
     for m in entries:
         if m.needs_kernel and kernel is None:
@@ -145,7 +146,7 @@ def run_quality(
     ]
     ratios = error_ratio and dataset.protocol == "shift" and dataset.has_kernels
     # The method under test may itself be the reference configuration: then reuse its result.
-    reuse = kernel == "ground-truth" and not config.params and config.precision in ("auto", "fp32")
+    reuse = ground_truth and not config.params and config.precision in ("auto", "fp32")
     reference: Prepared | None = None
     for sample in dataset.samples:
         pair = sample.load()
@@ -153,7 +154,7 @@ def run_quality(
         ref_score = None
         scored = []
         for method, prep, result in zip(entries, prepared, results, strict=True):
-            restored, seconds = _run(prep, pair, k if method.needs_kernel else None)
+            restored, seconds = _run(prep, pair, method.kernel_for(k, pair.kernel))
             aligned, psnr, ssim = _score(dataset, restored, pair.sharp)
             if reuse and method.name == REFERENCE_METHOD:
                 ref_score = aligned

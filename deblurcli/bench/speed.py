@@ -172,7 +172,7 @@ def run_speed(
         One :class:`SpeedRow` per (method, size), method-major.
     """
     entries = [get_method(m) if isinstance(m, str) else m for m in methods]
-    if kernel is None and any(m.needs_kernel for m in entries):
+    if kernel is None and any(m.kernel_use != "none" for m in entries):
         from deblurcli.kernels import motion_kernel
 
         kernel = motion_kernel(31, rng=np.random.default_rng(seed))
@@ -181,7 +181,7 @@ def run_speed(
         prepared = method.build(config)
         for height, width in sizes:
             times, peak, kind = time_one(
-                prepared, (height, width), kernel=kernel if method.needs_kernel else None,
+                prepared, (height, width), kernel=method.kernel_for(kernel, None),
                 repeats=repeats, warmup=warmup, channels=channels, seed=seed,
             )
             median = statistics.median(times)

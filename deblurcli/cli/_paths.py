@@ -162,3 +162,27 @@ def resolve_conflicts(
         skipped = set(map(id, existing))
         return [j for j in jobs if id(j) not in skipped], existing
     return jobs, []
+
+
+def kernel_paths(image_out: Path, kernel_out: Path | None, n_jobs: int) -> tuple[Path, Path]:
+    """Where ``deconvolve-blind`` writes one image's kernel: (PNG view, exact .txt/.npy).
+
+    ``kernel_out`` is a file for a single input, else a folder; by default the kernel goes
+    beside the image as ``<stem>_kernel.png`` and ``<stem>_kernel.txt``.
+    """
+    if kernel_out is None or (n_jobs > 1 or kernel_out.is_dir() or not kernel_out.suffix):
+        folder = image_out.parent if kernel_out is None else kernel_out
+        base = folder / f"{image_out.stem}_kernel"
+        return base.with_suffix(".png"), base.with_suffix(".txt")
+    if kernel_out.suffix.lower() not in (".png", ".txt", ".npy"):
+        raise UsageError("--kernel-out: use a .png, .txt or .npy file or a folder")
+    exact = kernel_out if kernel_out.suffix.lower() != ".png" else kernel_out.with_suffix(".txt")
+    return kernel_out.with_suffix(".png"), exact
+
+
+def refuse_existing_kernels(paths: list[tuple[Path, Path]], overwrite: bool) -> None:
+    """Refuse (exit 2) to replace existing kernel files unless ``overwrite``."""
+
+    existing = [p for pair in paths for p in pair if p.exists()]
+    if existing and not overwrite:
+        raise UsageError(f"kernel file(s) already exist ({existing[0]}); pass --overwrite")

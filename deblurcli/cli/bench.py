@@ -15,8 +15,10 @@ from deblurcli.errors import UsageError
 app = typer.Typer(no_args_is_help=True, help="Benchmark restoration quality and speed.")
 
 Opt = typer.Option
-MethodsOpt = Annotated[list[str], Opt("--method", help="Method (repeatable): identity, "
-                       "deconvolve-wiener, deconvolve-rl, deconvolve-hyperlaplacian, deblur.")]
+MethodsOpt = Annotated[list[str], Opt("--method", help=(
+    "Method (repeatable): identity, deconvolve-wiener, deconvolve-rl, deconvolve-hyperlaplacian "
+    "(known kernel), deblur (--model), deconvolve-blind, deconvolve-blind-paper (blind: a true "
+    "kernel only sets the kernel size)."))]
 ModelOpt = Annotated[Optional[str], Opt("--model", help="Model for method deblur.")]
 ParamOpt = Annotated[Optional[list[str]], Opt("--param", help="Method parameter KEY=VALUE "
                      "(repeatable), e.g. weight=2e-4 or iterations=50.")]
@@ -62,7 +64,9 @@ def quality(
     """
     if ground_truth_kernel and kernel is not None:
         raise UsageError("give either --ground-truth-kernel or --kernel FILE, not both")
-    from deblurcli.bench import datasets, methods, plot as plots, quality as q, report
+    from deblurcli.bench import datasets, methods, report
+    from deblurcli.bench import plot as plots
+    from deblurcli.bench import quality as q
     from deblurcli.kernels import read_kernel
 
     dataset = datasets.open_dataset(
@@ -104,7 +108,9 @@ def speed(
 
       deblurcli bench speed --method deconvolve-wiener --sizes 512,2048,4096 --plot speed.png
     """
-    from deblurcli.bench import methods, plot as plots, report, speed as s
+    from deblurcli.bench import methods, report
+    from deblurcli.bench import plot as plots
+    from deblurcli.bench import speed as s
     from deblurcli.kernels import read_kernel
 
     try:

@@ -33,12 +33,15 @@ def deconvolve_blind(
     iters: Annotated[Optional[int], typer.Option(min=0, help=(
         "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
+    restarts: Annotated[int, typer.Option(min=0, help=(
+        "On a degenerate result (near-delta kernel, black image) run again with the next seed, "
+        "up to this many times."))] = 0,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", help=(
         "Config override KEY=VALUE (repeatable), e.g. prefit=0, kernel_prior_weight=1, "
-        "bright_var_bug=true (paper) or alpha=1, outer=50 (fast)."))] = None,
+        "refine=collapse (paper) or alpha=1, outer=50 (fast)."))] = None,
     device: opt.DeviceOpt = "auto",
     recursive: opt.RecursiveOpt = False,
     suffix: opt.SuffixOpt = None,
@@ -61,7 +64,13 @@ def deconvolve_blind(
       deblurcli deconvolve-blind im1_kernel1_img.png -o out/ --preset paper --method dip
     """
     from deblurcli.cli._batch import exit_code, reports_as_json, run_batch, summarize
-    from deblurcli.cli._paths import collect_inputs, plan_outputs, resolve_conflicts
+    from deblurcli.cli._paths import (
+        collect_inputs,
+        kernel_paths,
+        plan_outputs,
+        refuse_existing_kernels,
+        resolve_conflicts,
+    )
     from deblurcli.optim.blind import default_kernel_size, parse_kernel_size, parse_overrides
     from deblurcli.optim.vdip import METHODS
 
@@ -73,9 +82,9 @@ def deconvolve_blind(
     overrides = parse_overrides(preset, param)
     jobs = plan_outputs(collect_inputs(inputs, recursive=recursive), output, suffix=suffix,
                         fmt=fmt, recursive=recursive)
-    kernels = {job.input.resolve(): _kernel_paths(job.output, kernel_out, len(jobs)) for job in jobs}
+    kernels = {job.input.resolve(): kernel_paths(job.output, kernel_out, len(jobs)) for job in jobs}
     todo, skipped = resolve_conflicts(jobs, overwrite=overwrite, skip_existing=skip_existing)
-    _refuse_kernel_conflicts([kernels[j.input.resolve()] for j in todo], overwrite)
+    refuse_existing_kernels([kernels[j.input.resolve()] for j in todo], overwrite)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -103,8 +112,8 @@ def deconvolve_blind(
         try:
             with bar:
                 out = run(image.pixels, method=method, preset=preset, kernel_size=ksize,
-                          iters=iters, seed=seed, device=dev, on_progress=on_progress,
-                          **overrides)
+                          iters=iters, seed=seed, restarts=restarts, device=dev,
+                          on_progress=on_progress, **overrides)
         except BlindDeconvolutionError as exc:  # per file: report it and go on (exit 3)
             raise UnsupportedImageError(f"{image.source}: {exc}") from exc
         finally:
@@ -133,24 +142,3 @@ def deconvolve_blind(
                         "interrupted": interrupted, "items": reports_as_json(reports),
                         "summary": summarize(reports)})
     raise typer.Exit(exit_code(reports))
-
-
-def _kernel_paths(image_out: Path, kernel_out: Path | None, n_jobs: int) -> tuple[Path, Path]:
-    """(PNG view, exact .txt/.npy) for one output image."""
-    if kernel_out is None or (n_jobs > 1 or kernel_out.is_dir() or not kernel_out.suffix):
-        folder = image_out.parent if kernel_out is None else kernel_out
-        base = folder / f"{image_out.stem}_kernel"
-        return base.with_suffix(".png"), base.with_suffix(".txt")
-    if kernel_out.suffix.lower() not in (".png", ".txt", ".npy"):
-        raise typer.BadParameter("use a .png, .txt or .npy file or a folder",
-                                 param_hint="--kernel-out")
-    exact = kernel_out if kernel_out.suffix.lower() != ".png" else kernel_out.with_suffix(".txt")
-    return kernel_out.with_suffix(".png"), exact
-
-
-def _refuse_kernel_conflicts(paths: list[tuple[Path, Path]], overwrite: bool) -> None:
-    from deblurcli.errors import UsageError
-
-    existing = [p for pair in paths for p in pair if p.exists()]
-    if existing and not overwrite:
-        raise UsageError(f"kernel file(s) already exist ({existing[0]}); pass --overwrite")

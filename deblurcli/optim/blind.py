@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from deblurcli.optim.fast import FastConfig, LevelInfo, fast_fit
-from deblurcli.optim.vdip import METHODS, BlindDeconvolutionError, StepInfo, fit, paper_config
+from deblurcli.optim.vdip import (
+    METHODS,
+    BlindDeconvolutionError,
+    StepInfo,
+    fit_with_refinement,
+    paper_config,
+)
 
 __all__ = [
     "PRESETS",
@@ -115,7 +121,8 @@ def parse_overrides(preset: str, items: list[str] | None) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or key not in fields or key in fixed:
             known = ", ".join(sorted(set(fields) - fixed))
-            raise BlindDeconvolutionError(f"--param {item!r}: use KEY=VALUE with KEY one of {known}")
+            raise BlindDeconvolutionError(
+                f"--param {item!r}: use KEY=VALUE with KEY one of {known}")
         current = getattr(defaults, key)
         try:
             if isinstance(current, bool):
@@ -163,6 +170,7 @@ def deconvolve_blind(
     kernel_size: tuple[int, int] = (31, 31),
     iters: int | None = None,
     seed: int = 0,
+    restarts: int = 0,
     device: str | torch.device = "cpu",
     on_progress: Progress | None = None,
     **overrides: Any,
@@ -177,13 +185,17 @@ def deconvolve_blind(
         iters: ``paper``: main steps (default 5000); ``fast``: sweeps (pixel model) or steps
             (generator model) per pyramid level.
         seed: Seeds every random draw; CPU runs are bit-reproducible.
+        restarts: When a run ends in a degenerate solution (near-delta kernel or collapsed
+            image, ``specs/vdip.md`` §10.5), run again with the next seed, at most this many
+            times; the first clean run is returned, else the last one.
         device: ``auto``, ``cpu``, ``cuda``, ... or a torch device.
         on_progress: ``(done, total, loss, phase)`` after every step.
         **overrides: Fields of :class:`~deblurcli.optim.vdip.VDIPConfig` (paper) or
             :class:`~deblurcli.optim.fast.FastConfig` (fast).
 
     Returns:
-        The :class:`BlindOutput`.
+        The :class:`BlindOutput`; ``details["seed"]`` is the seed of the returned run and
+        ``details["attempts"]`` the number of runs.
 
     Raises:
         BlindDeconvolutionError: unknown method/preset, bad sizes, image too small.
@@ -195,32 +207,55 @@ def deconvolve_blind(
         raise BlindDeconvolutionError(f"unknown method {method!r}; use {', '.join(METHODS)}")
     if preset not in PRESETS:
         raise BlindDeconvolutionError(f"unknown preset {preset!r}; use fast or paper")
+    if restarts < 0:
+        raise BlindDeconvolutionError("restarts must be >= 0")
     pixels = np.asarray(pixels, dtype=np.float32)
-    details: dict[str, Any] = {"method": method, "preset": preset, "seed": seed,
-                               "kernel_size": list(kernel_size)}
-    if preset == "fast":
-        cfg = FastConfig(method=method, kernel_size=kernel_size, **overrides)
-        if iters is not None:
-            cfg = replace(cfg, **({"outer": iters} if cfg.resolved_image_model == "pixels"
-                                  else {"iters": iters}))
-        done = [0]
-        planned = [0]
+    attempt = _fast_attempt if preset == "fast" else _paper_attempt
+    earlier: list[str] = []  # what the discarded runs ended with
+    for n in range(restarts + 1):
+        out = attempt(pixels, method, kernel_size, iters, seed + n, device, on_progress,
+                      overrides)
+        out.details["attempts"] = n + 1
+        out.details["warnings"] = earlier + out.details["warnings"]
+        if not out.details["collapse"] or n == restarts:
+            return out
+        kinds = ", ".join(out.details["collapse"])
+        earlier.append(f"seed {seed + n} ended in a degenerate solution ({kinds}); "
+                       f"restarted with seed {seed + n + 1}")
+    raise AssertionError("unreachable")
 
-        def on_level(info: LevelInfo) -> None:
-            done[0] += 1
-            if info.step == 0:
-                planned[0] += info.steps
-            remaining = (info.levels - info.level - 1) * info.steps
-            if on_progress is not None:
-                on_progress(done[0], planned[0] + remaining, info.loss,
-                            f"level {info.level + 1}/{info.levels}")
 
-        result = fast_fit(pixels, cfg, on_step=on_level, seed=seed, device=device)
-        details.update(image_model=cfg.resolved_image_model, levels=result.levels,
-                       crop_box=list(result.crop_box), kernel_shape=list(result.kernel.shape),
-                       seconds=round(result.seconds, 3), warnings=result.warnings)
-        return BlindOutput(result.image, result.kernel, details)
+def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int],
+                  iters: int | None, seed: int, device: str | torch.device,
+                  on_progress: Progress | None, overrides: dict[str, Any]) -> BlindOutput:
+    cfg = FastConfig(method=method, kernel_size=kernel_size, **overrides)
+    if iters is not None:
+        cfg = replace(cfg, **({"outer": iters} if cfg.resolved_image_model == "pixels"
+                              else {"iters": iters}))
+    done = [0]
+    planned = [0]
 
+    def on_level(info: LevelInfo) -> None:
+        done[0] += 1
+        if info.step == 0:
+            planned[0] += info.steps
+        remaining = (info.levels - info.level - 1) * info.steps
+        if on_progress is not None:
+            on_progress(done[0], planned[0] + remaining, info.loss,
+                        f"level {info.level + 1}/{info.levels}")
+
+    result = fast_fit(pixels, cfg, on_step=on_level, seed=seed, device=device)
+    details = {"method": method, "preset": "fast", "seed": seed,
+               "kernel_size": list(kernel_size), "image_model": cfg.resolved_image_model,
+               "levels": result.levels, "crop_box": list(result.crop_box),
+               "kernel_shape": list(result.kernel.shape), "seconds": round(result.seconds, 3),
+               "warnings": list(result.warnings), "collapse": list(result.collapse)}
+    return BlindOutput(result.image, result.kernel, details)
+
+
+def _paper_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int],
+                   iters: int | None, seed: int, device: str | torch.device,
+                   on_progress: Progress | None, overrides: dict[str, Any]) -> BlindOutput:
     cfg = paper_config(method, kernel_size, **overrides)
     if iters is not None:
         cfg = replace(cfg, iters=iters)
@@ -234,17 +269,19 @@ def deconvolve_blind(
         if on_progress is not None:
             on_progress(info.step + 1, info.total, info.loss, info.phase)
 
-    result = fit(y, cfg, on_step=on_step, seed=seed, device=device)
+    result = fit_with_refinement(y, cfg, on_step=on_step, seed=seed, device=device)
     out = result.image[0].permute(1, 2, 0).numpy()
     if cfg.color == "rgb" and pixels.shape[2] == 1:
         out = out.mean(axis=2, keepdims=True)
     elif cfg.color == "y":
         out = _from_y(out, chroma)
     last = result.history[-1] if result.history else {}
-    details.update(steps=len(result.history), prefit=cfg.prefit, iters=cfg.iters,
-                   final_loss=last.get("loss"), skipped_steps=result.skipped_steps,
-                   shift=list(result.shift), seconds=round(result.seconds, 3),
-                   warnings=result.warnings)
+    details = {"method": method, "preset": "paper", "seed": seed,
+               "kernel_size": list(kernel_size), "steps": len(result.history),
+               "prefit": cfg.prefit, "iters": cfg.iters, "refine": cfg.refine,
+               "final_loss": last.get("loss"), "skipped_steps": result.skipped_steps,
+               "shift": list(result.shift), "seconds": round(result.seconds, 3),
+               "warnings": list(result.warnings), "collapse": list(result.collapse)}
     return BlindOutput(out.astype(np.float32), result.kernel.double().numpy(), details)
 
 
@@ -266,6 +303,7 @@ def bench_runner(preset: str, params: dict[str, Any], device: torch.device
     fixed = params.pop("kernel_size", None)
     iters = params.pop("iters", None)
     seed = int(params.pop("seed", 0))
+    restarts = int(params.pop("restarts", 0))
 
     def run(x: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
         if fixed is not None:
@@ -279,6 +317,7 @@ def bench_runner(preset: str, params: dict[str, Any], device: torch.device
             out = deconvolve_blind(pixels, method=method, preset=preset,
                                    kernel_size=size,  # type: ignore[arg-type]
                                    iters=None if iters is None else int(iters), seed=seed,
+                                   restarts=restarts,
                                    device=device, **params)
         return torch.from_numpy(out.image).permute(2, 0, 1)[None].to(x.device, x.dtype)
 

@@ -179,6 +179,8 @@ class FastResult:
     """Warnings (delta kernel, small image, ...)."""
     seconds: float
     """Wall-clock time."""
+    collapse: tuple[str, ...] = ()
+    """Degenerate solutions detected (``"delta-kernel"``)."""
 
 
 def _luma(pixels: np.ndarray) -> np.ndarray:
@@ -466,7 +468,8 @@ def fast_fit(
         torch.set_num_threads(threads)
     warnings: list[str] = []
     kernel, _ = ops.center_kernel(kernel)
-    if float(kernel.max()) > 0.9:
+    collapse = ("delta-kernel",) if float(kernel.max()) > 0.9 else ()
+    if collapse:
         warnings.append(f"kernel collapsed to a near-delta (max {float(kernel.max()):.2f}); "
                         "the image may stay blurry; try a larger --kernel-size")
     planes = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(dev)
@@ -476,7 +479,7 @@ def fast_fit(
         log.warning(message)
     return FastResult(
         image=image, kernel=kernel.double().cpu().numpy(), crop_box=box, levels=levels,
-        warnings=warnings, seconds=time.perf_counter() - started,
+        warnings=warnings, seconds=time.perf_counter() - started, collapse=collapse,
     )
 
 

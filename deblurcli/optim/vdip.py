@@ -42,7 +42,9 @@ __all__ = [
     "StepInfo",
     "VDIPConfig",
     "fit",
+    "fit_with_refinement",
     "paper_config",
+    "refine_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,13 @@ class VDIPConfig:
     published code keeps the raw kernel and the central crop: ``False``)."""
     channels_last: bool = True
     """Run the image generator in channels-last memory layout (same maths, ~10 % faster on CPU)."""
+    refine: Literal["off", "collapse", "always"] = "off"
+    """SelfDeblur's non-blind re-run (``specs/vdip.md`` §2.3): a fresh image generator fitted
+    with ``1 − SSIM`` to the estimated kernel, which stays fixed (1000 steps, lr 0.01, ×0.5 at
+    700/800/900, input jitter 0.001). ``collapse``: only when the image collapsed while the
+    kernel did not; ``always``: after every fit. The published VDIP code never runs it."""
+    refine_steps: int = 1000
+    """Steps of the non-blind re-run; its milestones sit at 70/80/90 % of them."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -146,7 +155,8 @@ class VDIPConfig:
         if self.iters < 0 or self.prefit < 0:
             raise BlindDeconvolutionError("iters and prefit must be >= 0")
         for name, allowed in (("color", ("rgb", "y")), ("kernel_param", ("fcn", "logits")),
-                              ("blur", ("conv", "fft", "auto"))):
+                              ("blur", ("conv", "fft", "auto")),
+                              ("refine", ("off", "collapse", "always"))):
             if getattr(self, name) not in allowed:
                 raise BlindDeconvolutionError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -231,6 +241,8 @@ class BlindResult:
     """Wall-clock time of the fit."""
     shift: tuple[int, int] = (0, 0)
     """Whole-pixel translation applied to centre the kernel (the image was cropped to match)."""
+    collapse: tuple[str, ...] = ()
+    """Degenerate solutions detected: ``"delta-kernel"`` and/or ``"dark-image"``."""
 
 
 def _lr_factor(cfg: VDIPConfig, t: int) -> float:
@@ -497,7 +509,8 @@ def fit(
         image = image[..., pt : h - pb, pl : w - pr]
         sig = None if sig is None else sig[..., pt : h - pb, pl : w - pr]
     kernel = ops.to_convolution(k_centred)
-    warnings += _sanity(image, blurry.to(dev), kernel, cfg)
+    found = _sanity(image, blurry.to(dev), kernel, cfg)
+    warnings += [message for _, message in found]
     if skipped:
         warnings.append(f"{skipped} step(s) skipped because of non-finite gradients")
     for message in warnings:
@@ -506,6 +519,66 @@ def fit(
         image=image.cpu(), kernel=kernel.cpu(), history=history,
         sigma=None if sig is None else sig.cpu(), skipped_steps=skipped, warnings=warnings,
         seconds=time.perf_counter() - started, shift=(dy, dx),
+        collapse=tuple(kind for kind, _ in found),
+    )
+
+
+def refine_config(cfg: VDIPConfig) -> VDIPConfig:
+    """The non-blind re-run of SelfDeblur (``specs/vdip.md`` §2.3) for a fit made with ``cfg``.
+
+    The kernel is a free softmax parameter initialised to the estimate with learning rate 0, so
+    it stays fixed; the image generator is SelfDeblur's (8 input channels, mean only) and is
+    fitted with ``1 − SSIM`` from the first step (1000 steps by default).
+    """
+    n = cfg.refine_steps
+    return replace(
+        cfg, method="dip", prefit=0, iters=n, ssim_from=0, lam=0.0, lr_image=0.01,
+        lr_kernel=0.0, milestones=(n * 7 // 10, n * 8 // 10, n * 9 // 10), gamma=0.5, reg_noise=1e-3, input_channels=8,
+        kernel_param="logits", recenter=False, patience=0, refine="off",
+    )
+
+
+def fit_with_refinement(
+    blurry: Tensor,
+    cfg: VDIPConfig,
+    *,
+    on_step: Callable[[StepInfo], None] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> BlindResult:
+    """:func:`fit`, then SelfDeblur's non-blind re-run when ``cfg.refine`` asks for it.
+
+    The re-run keeps the blind kernel and replaces the image; its steps are reported to
+    ``on_step`` with phase ``refine`` (their ``step`` continues after the blind fit's).
+
+    Shape:
+        - blurry: :math:`(1, C, H, W)`
+    """
+    result = fit(blurry, cfg, on_step=on_step, seed=seed, device=device)
+    wanted = cfg.refine == "always" or (
+        cfg.refine == "collapse" and "dark-image" in result.collapse
+        and "delta-kernel" not in result.collapse
+    )
+    if not wanted:
+        return result
+    offset = len(result.history)
+    total = offset + refine_config(cfg).total_steps
+
+    def relay(info: StepInfo) -> None:
+        if on_step is not None:
+            on_step(replace(info, step=offset + info.step, total=total, phase="refine"))
+
+    second = fit(blurry, refine_config(cfg), on_step=relay, seed=seed, device=device,
+                 init_kernel=result.kernel)
+    notes = [w for w in result.warnings if "image collapsed" not in w]
+    notes.append("image re-estimated with the blind kernel fixed (SelfDeblur's non-blind re-run)")
+    return replace(
+        result, image=second.image, sigma=None,
+        history=result.history + [{**h, "step": offset + h["step"]} for h in second.history],
+        skipped_steps=result.skipped_steps + second.skipped_steps,
+        warnings=notes + [w for w in second.warnings if w not in notes],
+        seconds=result.seconds + second.seconds,
+        collapse=tuple(k for k in second.collapse if k == "dark-image"),
     )
 
 
@@ -521,19 +594,19 @@ def _pick_blur(cfg: VDIPConfig, dev: torch.device) -> Callable[[Tensor, Tensor],
     return ops.blur_valid
 
 
-def _sanity(image: Tensor, blurry: Tensor, kernel: Tensor, cfg: VDIPConfig) -> list[str]:
-    """The degenerate solutions of ``specs/vdip.md`` §10.5: delta kernel, collapsed image."""
+def _sanity(image: Tensor, blurry: Tensor, kernel: Tensor, cfg: VDIPConfig
+            ) -> list[tuple[str, str]]:
+    """The degenerate solutions of ``specs/vdip.md`` §10.5 as ``(kind, message)``: a delta
+    kernel (``delta-kernel``) or a collapsed, almost black image (``dark-image``)."""
     found = []
     peak = float(kernel.max())
     if peak > cfg.delta_threshold:
-        found.append(
+        found.append(("delta-kernel",
             f"kernel collapsed to a near-delta (max {peak:.2f}): the no-blur solution; "
-            "try another --seed or a larger --kernel-size"
-        )
+            "try another --seed or a larger --kernel-size"))
     mean_x, mean_y = float(image.mean()), float(blurry.mean())
     if mean_y > 0.05 and mean_x < 0.25 * mean_y:
-        found.append(
+        found.append(("dark-image",
             f"image collapsed (mean {mean_x:.3f} vs {mean_y:.3f} in the input); "
-            "try another --seed (SelfDeblur's non-blind re-run is the published workaround)"
-        )
+            "try --restarts 1 or --param refine=collapse (SelfDeblur's non-blind re-run)"))
     return found
