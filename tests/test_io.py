@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 import zlib
@@ -260,6 +261,21 @@ def test_atomic_write_keeps_target_on_encoder_failure(tmp_path, monkeypatch):
     monkeypatch.undo()
     dio.write_image(target, img)
     assert target.read_bytes()[:4] == b"\x89PNG" and list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    img = dio.Image(pixels=np.zeros((2, 2, 3), np.float32), dtype=np.dtype(np.uint8))
+    old = os.umask(0o027)
+    try:
+        dio.write_image(tmp_path / "new.png", img)  # a new file: 0o666 less the umask
+        assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o640
+        private = tmp_path / "private.png"
+        private.write_bytes(b"old")
+        private.chmod(0o600)
+        dio.write_image(private, img)  # a replaced file keeps its permissions
+        assert private.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_unicode_path_and_suffix_helpers(tmp_path):
