@@ -192,6 +192,16 @@ def test_restarts_take_the_next_seed_after_a_degenerate_run() -> None:
         deconvolve_blind(pixels, restarts=-1, **common)
 
 
+def test_plain_likelihood_drops_the_derivative_residuals() -> None:
+    y, _ = _scene()
+    first = {lik: fit(y, _tiny(iters=1, likelihood=lik), seed=0).history[0]["data"]
+             for lik in ("derivatives", "plain")}
+    # same seed, same first sample: the code's likelihood adds non-negative derivative terms
+    assert 0 < first["plain"] < first["derivatives"]
+    with pytest.raises(BlindDeconvolutionError, match="likelihood"):
+        _tiny(likelihood="l1")
+
+
 def test_paper_presets_follow_the_spec() -> None:
     sparse, extreme, dip = (paper_config(m, (19, 19))
                             for m in ("vdip-sparse", "vdip-extreme", "dip"))

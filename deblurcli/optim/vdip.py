@@ -90,6 +90,9 @@ class VDIPConfig:
     """λ is multiplied by this every ``lam_every`` main steps."""
     lam_every: int = 1000
     """Steps between λ decays."""
+    likelihood: Literal["derivatives", "plain"] = "derivatives"
+    """VB data term: ``derivatives`` adds the code's 1st/2nd-derivative residuals
+    (``specs/vdip.md`` §4.2); ``plain`` is the paper's ½‖A(x, k) − y‖² alone."""
     kernel_prior_weight: float = 10.0
     """Weight of the Gaussian kernel prior ½‖k̄‖² inside the KL (code 10, paper 1)."""
     lr_image: float = 1e-2
@@ -156,7 +159,8 @@ class VDIPConfig:
             raise BlindDeconvolutionError("iters and prefit must be >= 0")
         for name, allowed in (("color", ("rgb", "y")), ("kernel_param", ("fcn", "logits")),
                               ("blur", ("conv", "fft", "auto")),
-                              ("refine", ("off", "collapse", "always"))):
+                              ("refine", ("off", "collapse", "always")),
+                              ("likelihood", ("derivatives", "plain"))):
             if getattr(self, name) not in allowed:
                 raise BlindDeconvolutionError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -457,7 +461,10 @@ def fit(
                     sample = mu + sigma * eps
                 else:
                     sample = mu
-                loss = data = ops.derivative_residual_energy(blur(sample, k) - y) / n_pix
+                residual = blur(sample, k) - y
+                energy = (ops.derivative_residual_energy(residual)
+                          if cfg.likelihood == "derivatives" else 0.5 * residual.square().sum())
+                loss = data = energy / n_pix
                 if kl_terms:
                     lam = _lam(cfg, t)
                     reg = 0.5 * cfg.kernel_prior_weight * k.square().sum()
