@@ -27,13 +27,10 @@ def _one_thread() -> Any:
 
 @pytest.fixture(scope="module")
 def app() -> Any:
-    """The real app, with the command registered if app.py does not register it yet."""
-    from deblurcli.cli.app import EPILOG
+    """The real app; the command must be registered there."""
     from deblurcli.cli.app import app as real_app
 
-    names = {c.name for c in real_app.registered_commands}
-    if "deconvolve-blind" not in names:
-        real_app.command("deconvolve-blind", epilog=EPILOG)(command.deconvolve_blind)
+    assert any(c.callback is command.deconvolve_blind for c in real_app.registered_commands)
     return real_app
 
 
@@ -73,11 +70,13 @@ def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, monkeypatch: pytest.M
     out = tmp_path / "out" / "sharp.png"
     code, stdout = _invoke(["deconvolve-blind", str(src), "-o", str(out), "--method", "dip",
                             "--preset", "paper", "--seed", "7", "--iters", "12", "--json",
-                            "--device", "cpu", "--param", "prefit=3"], capsys)
+                            "--device", "cpu", "--param", "prefit=3", "--restarts", "2"],
+                           capsys)
     assert code == 0
     assert calls[0]["method"] == "dip" and calls[0]["preset"] == "paper"
     assert calls[0]["kernel_size"] == (27, 27)  # Levin kernel 4, from the file name
     assert calls[0]["seed"] == 7 and calls[0]["iters"] == 12 and calls[0]["prefit"] == 3
+    assert calls[0]["restarts"] == 2
     assert out.exists()
     png, txt = tmp_path / "out" / "sharp_kernel.png", tmp_path / "out" / "sharp_kernel.txt"
     assert png.exists() and np.loadtxt(txt).sum() == pytest.approx(1.0)
@@ -117,11 +116,17 @@ def test_real_pipeline_smoke_and_too_small_image(app: Any, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     good = _image(tmp_path / "good.png", size=48, channels=3)
     tiny = _image(tmp_path / "tiny.png", size=20)
-    code, stdout = _invoke(["deconvolve-blind", str(good), str(tiny), "-o", str(tmp_path / "out"),
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(_image(tmp_path / "whole.png").read_bytes()[:100])  # truncated PNG
+    code, stdout = _invoke(["deconvolve-blind", str(good), str(tiny), str(corrupt),
+                            "-o", str(tmp_path / "out"),
                             "--kernel-size", "5", "--iters", "2", "--json", "--no-progress"],
                            capsys)
-    assert code == 3  # tiny failed, good was written
+    assert code == 3  # tiny and corrupt failed, good was written
     items = {Path(i["input"]).name: i for i in json.loads(stdout)["items"]}
     assert items["good.png"]["status"] == "ok" and items["tiny.png"]["status"] == "failed"
+    assert items["corrupt.png"]["status"] == "failed"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "good.png", "good_kernel.png", "good_kernel.txt"]
     assert (tmp_path / "out" / "good.png").exists()
     assert (tmp_path / "out" / "good_kernel.txt").exists()
