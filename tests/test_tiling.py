@@ -19,10 +19,10 @@ def test_plan_covers_evenly_and_weights_sum_to_one(length, tile, overlap, multip
     assert plan.starts[0] == 0 and plan.starts[-1] + plan.size == length
     assert plan.size <= max(tile, length if length <= tile else tile + multiple)
     assert all(s % multiple == 0 for s in plan.starts)
-    gaps = [b - a for a, b in zip(plan.starts, plan.starts[1:])]
+    gaps = [b - a for a, b in zip(plan.starts, plan.starts[1:], strict=False)]
     assert not gaps or max(gaps) - min(gaps) <= multiple  # evenly spaced
     total = torch.zeros(length, dtype=torch.float64)
-    for start, weight in zip(plan.starts, axis_weights(plan)):
+    for start, weight in zip(plan.starts, axis_weights(plan), strict=False):
         assert weight.min() >= 0
         total[start : start + plan.size] += weight
     assert torch.allclose(total, torch.ones(length, dtype=torch.float64), atol=1e-12)

@@ -62,12 +62,12 @@ class ResidualUNet(nn.Module):
         self.head = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
         self.encoders = nn.ModuleList(_stage(w, config.blocks_per_level) for w in widths[:-1])
         self.downs = nn.ModuleList(
-            nn.Conv2d(w, w_next, 2, stride=2) for w, w_next in zip(widths[:-1], widths[1:])
+            nn.Conv2d(w, w_next, 2, stride=2) for w, w_next in zip(widths[:-1], widths[1:], strict=False)
         )
         self.bottleneck = _stage(widths[-1], config.blocks_per_level)
         self.ups = nn.ModuleList(
             nn.Sequential(nn.Conv2d(w_next, w * 4, 1), nn.PixelShuffle(2))
-            for w, w_next in zip(widths[:-1], widths[1:])
+            for w, w_next in zip(widths[:-1], widths[1:], strict=False)
         )
         self.decoders = nn.ModuleList(_stage(w, config.blocks_per_level) for w in widths[:-1])
         self.tail = nn.Conv2d(widths[0], config.in_channels, 3, padding=1)
@@ -82,13 +82,13 @@ class ResidualUNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.head(x)
         skips = []
-        for encoder, down in zip(self.encoders, self.downs):
+        for encoder, down in zip(self.encoders, self.downs, strict=False):
             features = encoder(features)
             skips.append(features)
             features = down(features)
         features = self.bottleneck(features)
         for up, decoder, skip in zip(
-            reversed(self.ups), reversed(self.decoders), reversed(skips)
+            reversed(self.ups), reversed(self.decoders), reversed(skips), strict=False
         ):
             features = decoder(up(features) + skip)
         return x + self.tail(features)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from deblurcli.engine.device import dtype_name
@@ -161,10 +161,7 @@ class Restorer:
         multiple = max(1, self.info.size_multiple)
         padded, pad_h, pad_w = pad_to_multiple(batch, multiple)
         h, w = padded.shape[-2:]
-        if tile == "auto":
-            tile_size = self._auto_tile(h, w)
-        else:
-            tile_size = tile or None
+        tile_size = self._auto_tile(h, w) if tile == "auto" else tile or None
         if tile_size is not None and self.info.tiling == "internal":
             raise UsageError(f"model {self.name} cannot be tiled; use --tile 0")
         if tile_size is not None and self.info.tiling == "discouraged":

@@ -108,8 +108,8 @@ def run_tiled(
     out = torch.zeros(n, out_channels or c, h, w, dtype=torch.float32, device=x.device)
     norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=x.device)
     total, done = len(rows.starts) * len(cols.starts), 0
-    for top, wy in zip(rows.starts, row_w):
-        for left, wx in zip(cols.starts, col_w):
+    for top, wy in zip(rows.starts, row_w, strict=False):
+        for left, wx in zip(cols.starts, col_w, strict=False):
             patch = x[:, :, top : top + rows.size, left : left + cols.size]
             result = fn(patch).to(torch.float32)
             weight = (wy[:, None] * wx[None, :]).to(torch.float32).to(x.device)

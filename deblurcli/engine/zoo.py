@@ -14,6 +14,7 @@ mismatching file is never used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -211,10 +212,8 @@ def _evict(path: Path) -> None:
     """Remove a bad cached file: the snapshot link and the blob it points to."""
     blob = path.resolve()
     for victim in (path, blob):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             victim.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def resolve(

@@ -540,7 +540,8 @@ def refine_config(cfg: VDIPConfig) -> VDIPConfig:
     n = cfg.refine_steps
     return replace(
         cfg, method="dip", prefit=0, iters=n, ssim_from=0, lam=0.0, lr_image=0.01,
-        lr_kernel=0.0, milestones=(n * 7 // 10, n * 8 // 10, n * 9 // 10), gamma=0.5, reg_noise=1e-3, input_channels=8,
+        lr_kernel=0.0, milestones=(n * 7 // 10, n * 8 // 10, n * 9 // 10), gamma=0.5,
+        reg_noise=1e-3, input_channels=8,
         kernel_param="logits", recenter=False, patience=0, refine="off",
     )
 
