@@ -10,7 +10,7 @@ import torch
 
 from deblurcli.archs.dip_nets import SkipNetConfig
 from deblurcli.degrade import convolve
-from deblurcli.optim import BlindDeconvolutionError, fit, ops, paper_config
+from deblurcli.optim import BlindDeconvolutionError, fit, ops, paper_config, vdip
 from deblurcli.optim.blind import (
     deconvolve_blind,
     default_kernel_size,
@@ -154,6 +154,19 @@ def test_guards_small_images_and_degenerate_solutions() -> None:
     found = _sanity(torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 0.5), delta, _tiny())
     assert [kind for kind, _ in found] == ["delta-kernel", "dark-image"]
     assert _sanity(y[..., 2:-2, 2:-2], y, torch.full((5, 5), 0.04), _tiny()) == []
+
+
+def test_images_too_large_for_the_published_generator_are_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    published = SkipNetConfig()
+    # measured peaks: 0.83 GiB at 273², 2.7 GiB at 529²; 12 MP is far beyond any machine
+    assert 0.7 < vdip.fit_memory_bytes(273, 273, published) / 2**30 < 1.0
+    assert 2.4 < vdip.fit_memory_bytes(529, 529, published) / 2**30 < 3.1
+    assert vdip.fit_memory_bytes(3030, 4030, published) / 2**30 > 150
+    y, _ = _scene()
+    monkeypatch.setattr(vdip, "device_memory_bytes", lambda device: 2.0**20)
+    with pytest.raises(BlindDeconvolutionError, match="GiB.*--preset fast"):
+        fit(y, _tiny(iters=1), seed=0)
 
 
 def test_nonblind_refinement_keeps_the_kernel_and_replaces_the_image() -> None:

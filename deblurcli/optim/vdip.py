@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -388,6 +389,13 @@ def fit(
             f"{cfg.method} needs the padded image (H+h-1)×(W+w-1) ≥ {need} px per side, got "
             f"{hp}×{wp}; use a larger image or kernel"
         )
+    need_bytes, have_bytes = fit_memory_bytes(hp, wp, net_cfg), device_memory_bytes(dev)
+    if need_bytes > 0.8 * have_bytes:
+        raise BlindDeconvolutionError(
+            f"the published generator needs about {need_bytes / 2**30:.0f} GiB for a {h}×{w} "
+            f"image, and {dev} has {have_bytes / 2**30:.0f} GiB; use --preset fast (any size) "
+            "or a crop (the reference code crops to 512×512)"
+        )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -588,6 +596,31 @@ def fit_with_refinement(
         seconds=result.seconds + second.seconds,
         collapse=tuple(k for k in second.collapse if k == "dark-image"),
     )
+
+
+def fit_memory_bytes(height: int, width: int, net: SkipNetConfig) -> float:
+    """Rough peak memory of one training step of the image generator on a padded
+    ``height × width`` input: activations kept for the backward pass (about 9.5 kB per pixel
+    for the published 128-channel widths, measured on the CPU at 273² and 529²) plus the
+    non-local affinity matrices of the deeper scales, which grow with the *square* of the
+    pixel count: about 0.85 GiB at 255², 11 GiB at 1024², 220 GiB at 12 MP."""
+    pixels = height * width
+    widths = max(net.down_channels) / 128
+    first = len(net.down_channels) if net.nonlocal_from is None else net.nonlocal_from
+    # scale i holds (P / 4^(i+1)) positions against P / 4^(i+2) pooled ones, 3 float32 copies
+    affinity = sum(12 * (pixels / 4 ** (i + 1)) * (pixels / 4 ** (i + 2))
+                   for i in range(first, len(net.down_channels)))
+    return 180 * 2**20 + 9.7e3 * widths * pixels + affinity
+
+
+def device_memory_bytes(device: torch.device) -> float:
+    """Total memory of ``device`` (GPU memory, or the machine's RAM for the CPU)."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: do not guess
+        return math.inf
 
 
 def _plateau(history: list[dict[str, float]], patience: int, tol: float) -> bool:
