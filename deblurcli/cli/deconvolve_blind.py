@@ -62,6 +62,10 @@ def deconvolve_blind(
       deblurcli deconvolve-blind shake.jpg -o sharp.png --kernel-size 31
 
       deblurcli deconvolve-blind im1_kernel1_img.png -o out/ --preset paper --method dip
+
+      deblurcli deconvolve-blind shots/ -o sharp/ --restarts 1 --json > report.json
+
+    Presets, methods, every --param and measured quality: docs/blind.md.
     """
     from deblurcli.cli._batch import exit_code, reports_as_json, run_batch, summarize
     from deblurcli.cli._paths import (
