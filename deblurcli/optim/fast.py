@@ -60,8 +60,11 @@ class FastConfig:
     """``pixels``: per-pixel Gaussian q(x) (μ, σ) solved by closed-form variational updates;
     ``generator``: the narrow skip-net fitted by Adam; ``auto``: pixels for the sparse-prior
     methods (vdip-sparse, dip-sparse), generator for the others."""
-    crop: int = 256
-    """Largest side of the kernel-estimation crop (0: the whole image)."""
+    crop: int = 512
+    """Largest side of the kernel-estimation crop (0: the whole image). Measured on two
+    1024² regions of a 12 MP photo with a 31-px shake (blurred 31.5 and 39.7 dB): 256 px gave
+    30.3 and 38.1 dB (worse than the input), 512 px gave 34.7 and 40.0 dB, for about 3× the
+    estimation time (~100 s). Images up to 512 px (Levin09) are used whole either way."""
     ratio: float = math.sqrt(2)
     """Scale factor between pyramid levels."""
     min_kernel: int = 5
