@@ -2,11 +2,14 @@
 
 The shared data has no native 12 MP photo. With one source, a 2K DIV2K image is centre-cropped
 to 4:3 and upsampled (bicubic, ×1.96: soft at the pixel level). With four sources, their
-centre crops form a 2×2 mosaic that is upsampled only by about 1.1 (crisp at the pixel level). Blur it with ``deblurcli blur`` and restore it with
-``deblurcli deconvolve-blind``; ``docs/blind.md`` lists the exact commands and results::
+centre crops form a 2×2 mosaic that is upsampled only by about 1.1 (crisp at the pixel
+level). Blur it with ``deblurcli blur`` and restore it with ``deblurcli deconvolve-blind``;
+``docs/blind.md`` lists the exact commands and results::
 
-    python scripts/make_12mp_photo.py ../shared/data/sharp_train/div2k_subset/0803.png \
-        runs/photo12mp/sharp/photo.png
+    D=../shared/data/sharp_train/div2k_subset
+    python scripts/make_12mp_photo.py $D/0803.png runs/photo12mp/sharp/photo.png
+    python scripts/make_12mp_photo.py $D/0803.png $D/0853.png $D/0886.png $D/0898.png \
+        runs/mosaic12mp/sharp/photo.png
 """
 
 from __future__ import annotations
