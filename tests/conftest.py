@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,13 @@ def model_table(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.Monke
 def device() -> torch.device:
     """The device tests run on (``DEBLURCLI_TEST_DEVICE``, default cpu)."""
     return torch.device(TEST_DEVICE)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    the optimisation loops under test are tiny, and extra threads only spin on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,15 +14,7 @@ from deblurcli.io import Image, write_image
 from deblurcli.optim import blind
 from deblurcli.optim.blind import BlindOutput
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

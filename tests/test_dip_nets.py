@@ -16,14 +16,7 @@ from deblurcli.archs.dip_nets import (
     min_input_size,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these loops are tiny, and extra threads only spin on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = SkipNetConfig(in_channels=3, out_channels=6, down_channels=(8, 8, 8),

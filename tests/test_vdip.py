@@ -20,14 +20,7 @@ from deblurcli.optim.blind import (
 from deblurcli.optim.fast import FastConfig, fast_fit, informative_crop
 from deblurcli.optim.vdip import _sanity, fit_with_refinement
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these loops are tiny, and extra threads only spin on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = SkipNetConfig(down_channels=(8, 8, 8), up_channels=(8, 8, 8), skip_channels=(4, 4, 4),
