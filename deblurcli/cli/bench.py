@@ -61,6 +61,8 @@ def quality(
       --method deconvolve-hyperlaplacian
 
       deblurcli bench quality --blurred in/ --sharp gt/ --method identity --method deblur --model M
+
+      deblurcli bench quality --preset levin --method deconvolve-blind --param method=dip
     """
     if ground_truth_kernel and kernel is not None:
         raise UsageError("give either --ground-truth-kernel or --kernel FILE, not both")
