@@ -7,6 +7,7 @@ model is exactly the identity and training starts from "return the input".
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +63,7 @@ class ResidualUNet(nn.Module):
         self.head = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
         self.encoders = nn.ModuleList(_stage(w, config.blocks_per_level) for w in widths[:-1])
         self.downs = nn.ModuleList(
-            nn.Conv2d(w, w_next, 2, stride=2) for w, w_next in zip(widths[:-1], widths[1:], strict=False)
+            nn.Conv2d(w, w_next, 2, stride=2) for w, w_next in itertools.pairwise(widths)
         )
         self.bottleneck = _stage(widths[-1], config.blocks_per_level)
         self.ups = nn.ModuleList(
