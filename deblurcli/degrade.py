@@ -30,7 +30,9 @@ Boundary = Literal["reflect", "replicate", "wrap", "zero"]
 
 _PAD_MODES = {"reflect": "reflect", "replicate": "edge", "wrap": "wrap", "zero": "constant"}
 _CV_BORDERS = {
-    "reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE, "zero": cv2.BORDER_CONSTANT
+    "reflect": cv2.BORDER_REFLECT_101,
+    "replicate": cv2.BORDER_REPLICATE,
+    "zero": cv2.BORDER_CONSTANT,
 }
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 

@@ -26,7 +26,8 @@ def get_spec(arch: str) -> ArchSpec:
     try:
         return REGISTRY[arch]
     except KeyError:
-        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        known = ", ".join(sorted(REGISTRY))
+        raise KeyError(f"unknown architecture {arch!r}; known: {known}") from None
 
 
 def build(arch: str, config: dict[str, Any] | None = None) -> nn.Module:

@@ -50,7 +50,8 @@ class ArchSpec:
         unknown = sorted(set(values) - valid)
         if unknown:
             raise ValueError(
-                f"unknown {self.id} config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+                f"unknown {self.id} config key(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(valid))}"
             )
         return self.config_cls(**values)
 

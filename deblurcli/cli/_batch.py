@@ -93,7 +93,8 @@ def run_batch(
                     alpha=image.alpha is not None,
                 )
                 reports.append(
-                    ItemReport(str(job.input), str(job.output), "ok", None, round(seconds, 3), details)
+                    ItemReport(str(job.input), str(job.output), "ok", None, round(seconds, 3),
+                               details)
                 )
                 info(f"{job.input} → {job.output} ({seconds:.1f}s)", quiet=quiet)
             progress.advance(files_task)

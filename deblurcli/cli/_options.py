@@ -30,7 +30,8 @@ SuffixOpt = Annotated[
     typer.Option(help="Appended to output file names (default: '' with -o DIR, else _deblurred)."),
 ]
 FormatOpt = Annotated[
-    str, typer.Option("--format", help="Output format: auto (same as input), png, tif, jpg, webp, bmp.")
+    str, typer.Option("--format",
+                      help="Output format: auto (same as input), png, tif, jpg, webp, bmp.")
 ]
 QualityOpt = Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")]
 BitDepthOpt = Annotated[
@@ -98,7 +99,8 @@ def parse_tile(value: str) -> int | str | None:
     try:
         size = int(value)
     except ValueError:
-        raise typer.BadParameter("use auto, 0 or a tile size in pixels", param_hint="--tile") from None
+        raise typer.BadParameter("use auto, 0 or a tile size in pixels",
+                                 param_hint="--tile") from None
     if size == 0:
         return None
     if size < 64:

@@ -66,7 +66,8 @@ def collect_inputs(specs: list[str], *, recursive: bool) -> list[tuple[Path, Pat
         else:
             raise UsageError(f"{spec}: no such file or folder")
     if not found:
-        raise UsageError("no input images found (supported: " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+        supported = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise UsageError(f"no input images found (supported: {supported})")
     return sorted(found.items())
 
 
@@ -87,7 +88,8 @@ def output_suffix(input_path: Path, fmt: str) -> str:
     try:
         return FORMAT_SUFFIXES[fmt.lower()]
     except KeyError:
-        raise UsageError(f"unknown --format {fmt!r}; use auto, {', '.join(FORMAT_SUFFIXES)}") from None
+        formats = ", ".join(FORMAT_SUFFIXES)
+        raise UsageError(f"unknown --format {fmt!r}; use auto, {formats}") from None
 
 
 def plan_outputs(
@@ -123,7 +125,8 @@ def plan_outputs(
                 target = path.with_name(name)
             else:
                 name = f"{path.stem}{suffix or ''}{ext}"
-                rel = path.parent.relative_to(base) if recursive and path.is_relative_to(base) else Path()
+                mirror = recursive and path.is_relative_to(base)
+                rel = path.parent.relative_to(base) if mirror else Path()
                 target = output / rel / name
         jobs.append(Job(path, target))
     seen: dict[Path, Path] = {}

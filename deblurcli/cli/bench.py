@@ -84,7 +84,8 @@ def quality(
 
     res = q.run_quality(dataset, method, config, kernel=k, on_item=step)
     doc = report.quality_document(dataset, res)
-    _emit(report.quality_table(res), report.quality_rows(res), doc, lambda path: plots.plot_quality(res, path), quiet, json_out, csv_path, plot)
+    _emit(report.quality_table(res), report.quality_rows(res), doc,
+          lambda path: plots.plot_quality(res, path), quiet, json_out, csv_path, plot)
 
 
 @app.command("speed")

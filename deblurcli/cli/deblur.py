@@ -63,7 +63,8 @@ def deblur(
     ref = model or load_model_table().default
     if ref is None:
         raise ModelUnavailableError(
-            "no default model is shipped with this version; pass --model NAME or a .safetensors path"
+            "no default model is shipped with this version; "
+            "pass --model NAME or a .safetensors path"
         )
     restorer = load_model(
         ref, device=device, precision=precision, offline=offline, cache_dir=cache_dir

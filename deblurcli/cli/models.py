@@ -16,7 +16,8 @@ app = typer.Typer(
 
 RefsArg = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Model names (name or name@tag); default: every model.", show_default=False),
+    typer.Argument(help="Model names (name or name@tag); default: every model.",
+                   show_default=False),
 ]
 
 
@@ -47,14 +48,16 @@ def list_models(json_output: opt.JsonOpt = False) -> None:
 
     table, entries = _selected(None)
     if json_output:
-        print_json({"default": table.default, "models": [_entry_json(e, table.default) for e in entries]})
+        models = [_entry_json(e, table.default) for e in entries]
+        print_json({"default": table.default, "models": models})
         return
     if not entries:
         info("no models in the model table yet")
         return
     view = Table("model", "arch", "size", "source", "description")
     for e in entries:
-        source = "shipped" if e.file is not None and e.file.is_file() else "hub" if e.hub else "missing"
+        shipped = e.file is not None and e.file.is_file()
+        source = "shipped" if shipped else "hub" if e.hub else "missing"
         star = " (default)" if e.name == table.default else ""
         view.add_row(e.ref + star, e.arch, f"{e.size / 1e6:.1f} MB", source, e.description)
     err_console.print(view)

@@ -54,7 +54,7 @@ def save_checkpoint(
     state_dict: dict[str, torch.Tensor] | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Write ``model`` (or the given ``state_dict``, e.g. EMA weights) atomically; return its sha256.
+    """Write ``model`` (or a given ``state_dict``, e.g. EMA weights) atomically; return its sha256.
 
     Args:
         path: Target ``.safetensors`` file.

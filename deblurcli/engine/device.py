@@ -62,7 +62,8 @@ def resolve_dtype(precision: str, device: torch.device, info: ModelInfo) -> torc
             return torch.bfloat16
         return torch.float16 if info.supports_fp16 else torch.float32
     if precision == "fp16" and not info.supports_fp16:
-        raise UnsupportedDtypeError(f"model {info.arch} is not validated for fp16; use fp32 or bf16")
+        raise UnsupportedDtypeError(
+            f"model {info.arch} is not validated for fp16; use fp32 or bf16")
     if precision == "bf16" and not info.supports_bf16:
         raise UnsupportedDtypeError(f"model {info.arch} is not validated for bf16; use fp32")
     if precision == "fp16" and device.type == "cpu":

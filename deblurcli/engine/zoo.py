@@ -198,14 +198,16 @@ def _hub_download(
                 f"model {entry.ref} is not in the local cache ({where}) and --offline is set; "
                 "run `deblurcli models download` with network access first"
             ) from None
-        raise ModelUnavailableError(f"model {entry.ref}: cannot reach the Hub for {where}") from None
+        raise ModelUnavailableError(
+            f"model {entry.ref}: cannot reach the Hub for {where}") from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise ModelUnavailableError(
             f"model {entry.ref}: Hub answered HTTP {status} for {where}"
         ) from None
     except OSError as exc:
-        raise ModelUnavailableError(f"model {entry.ref}: download of {where} failed: {exc}") from None
+        raise ModelUnavailableError(
+            f"model {entry.ref}: download of {where} failed: {exc}") from None
 
 
 def _evict(path: Path) -> None:
