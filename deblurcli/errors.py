@@ -11,8 +11,10 @@ code meaning
 ==== =============================================================================
 0    every requested item succeeded (items skipped by policy count as success)
 1    internal error (a bug); ``DEBLURCLI_DEBUG=1`` shows the traceback
-2    usage or pre-flight error: bad option, no inputs, output conflict
-3    some inputs failed, the others were written
+2    usage or pre-flight error: bad option, no inputs, output conflict, a bad kernel or
+     config file, a file outside a batch that cannot be read or written
+3    some items failed (unreadable input, output taken by another run, write error), the
+     others were written
 4    model unavailable: unknown name, not shipped, not cached under ``--offline``, Hub error
 5    integrity failure: sha256/size mismatch or a corrupt checkpoint header
 6    out of memory even at the smallest tile size
@@ -95,6 +97,18 @@ class TileOutOfMemoryError(DeblurError):
     exit_code = EXIT_OUT_OF_MEMORY
 
 
+class FileAccessError(DeblurError):
+    """A file outside a batch (a config, a table, a CSV report) cannot be read or written:
+    permission, disk full, not a regular file, not UTF-8. The message names the file."""
+
+    exit_code = EXIT_USAGE
+
+
+class LossyConversionWarning(UserWarning):
+    """Something in a file cannot be carried through (extra frames, HDR values, an alpha layout);
+    the message names the file and what is lost. The CLI prints it as a warning line."""
+
+
 __all__ = [
     "EXIT_CHECKSUM",
     "EXIT_INTERNAL",
@@ -107,10 +121,12 @@ __all__ = [
     "CheckpointError",
     "ChecksumMismatchError",
     "DeblurError",
+    "FileAccessError",
     "ImageError",
     "ImageFormatError",
     "ImageTooLargeError",
     "KernelError",
+    "LossyConversionWarning",
     "ModelUnavailableError",
     "TileOutOfMemoryError",
     "UnsupportedDtypeError",
