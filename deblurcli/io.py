@@ -17,6 +17,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
+import struct
+import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +37,7 @@ from deblurcli.errors import (
     ImageError,
     ImageFormatError,
     ImageTooLargeError,
+    LossyConversionWarning,
     UnsupportedImageError,
     UsageError,
 )
@@ -63,6 +68,13 @@ _PIL_HEADERS: dict[str, Any] = {
 _ALPHA_FORMATS = ("png", "tiff", "webp")
 _METADATA_FORMATS = ("png", "jpeg", "webp")
 _ORIENT_TAG, _ICC_TAG = 0x0112, 34675
+HEADER_LIMIT = 64 << 20
+"""Most bytes read before the pixel data while looking for the image header (PNG/JPEG)."""
+_SNIFF_BYTES = 64 << 10
+_SLACK_BYTES = 64 << 20
+_BYTES_PER_PIXEL = 16
+"""File size bound: an image of W×H pixels needs at most 16·W·H bytes (4 float32 samples) plus
+:data:`_SLACK_BYTES` of metadata; larger files are refused before they are read."""
 
 Array = NDArray[Any]
 
@@ -185,22 +197,119 @@ def _exif_and_orientation(raw: bytes | None) -> tuple[bytes | None, int]:
     return fixed[6:] if fixed.startswith(b"Exif\x00\x00") else fixed, orientation
 
 
-def _header(data: bytes, fmt: str) -> tuple[int, int, bytes | None, bytes | None, int]:
-    """Return (width, height, icc, exif, orientation) without decoding pixels."""
+@dataclass(frozen=True)
+class _Header:
+    width: int
+    height: int
+    icc: bytes | None
+    exif: bytes | None
+    orientation: int
+    frames: int
+
+
+def _jpeg_header_end(handle: Any, size: int, path: Path) -> int:
+    """Offset just past the start-of-scan segment, found by walking marker segments by length.
+
+    Bounded: at most :data:`HEADER_LIMIT` bytes and 64 KiB of stray bytes between markers, so a
+    file of zeros after the JPEG signature is refused at once instead of parsed byte by byte.
+    """
+    pos, junk = 2, 0
+    while pos < min(size, HEADER_LIMIT):
+        handle.seek(pos)
+        head = handle.read(4)
+        if len(head) < 2:
+            break
+        if head[0] != 0xFF:  # stray bytes: look for the next marker in one block
+            handle.seek(pos)
+            step = handle.read(1 << 16).find(b"\xff")
+            junk += (1 << 16) if step < 0 else step
+            if step < 0 or junk > (1 << 16):
+                raise ImageFormatError(f"{path}: corrupt jpeg header (no marker found)")
+            pos += step
+            continue
+        marker = head[1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2
+        else:
+            if len(head) < 4:
+                break
+            pos += 2 + int.from_bytes(head[2:4], "big")
+            if marker == 0xDA:
+                return pos
+    raise ImageFormatError(f"{path}: truncated or corrupt jpeg header (no image data found)")
+
+
+def _png_header_end(handle: Any, size: int, path: Path) -> int:
+    """Offset just past the first IDAT chunk header, walking chunks by their lengths."""
+    pos = 8
+    while pos + 8 <= min(size, HEADER_LIMIT):
+        handle.seek(pos)
+        length, kind = struct.unpack(">I4s", handle.read(8))
+        if kind == b"IDAT":
+            return pos + 8
+        pos += 12 + length
+    raise ImageFormatError(f"{path}: truncated or corrupt png header (no image data found)")
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """Canvas size from the first 30 bytes of a WebP file (VP8X, VP8 or VP8L)."""
+    kind = head[12:16]
+    if kind == b"VP8X" and len(head) >= 30:
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if kind == b"VP8 " and len(head) >= 30:
+        return (int.from_bytes(head[26:28], "little") & 0x3FFF,
+                int.from_bytes(head[28:30], "little") & 0x3FFF)  # fmt: skip
+    if kind == b"VP8L" and len(head) >= 25:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    return None
+
+
+def _header(handle: Any, size: int, fmt: str, path: Path, limit: int) -> _Header:
+    """Parse the header without decoding pixels, reading only as much of the file as needed.
+
+    Raises:
+        ImageTooLargeError: more than ``limit`` pixels (WebP is checked before it is read).
+    """
     if fmt == "tiff":
         import tifffile
 
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        handle.seek(0)
+        with tifffile.TiffFile(handle) as tif:
             page: Any = tif.pages[0]
             icc, orient = page.tags.get(_ICC_TAG), page.tags.get(_ORIENT_TAG)
             icc_bytes = bytes(icc.value) if icc else None
             orientation = int(orient.value) if orient else 1
-            return int(page.imagewidth), int(page.imagelength), icc_bytes, None, orientation
-    with _PIL_HEADERS[fmt](io.BytesIO(data)) as im:
+            frames = len(tif.pages)
+            return _Header(int(page.imagewidth), int(page.imagelength), icc_bytes, None,
+                           orientation, frames)  # fmt: skip
+    handle.seek(0)
+    if fmt in ("jpeg", "png"):
+        end = (_jpeg_header_end if fmt == "jpeg" else _png_header_end)(handle, size, path)
+        handle.seek(0)
+        prefix = handle.read(end)
+    elif fmt == "webp":
+        dims = _webp_size(handle.read(30))
+        if dims is not None and dims[0] * dims[1] > limit:
+            _too_large(path, *dims, limit)
+        handle.seek(0)
+        prefix = handle.read()
+    else:
+        prefix = handle.read(_SNIFF_BYTES)
+    with _PIL_HEADERS[fmt](io.BytesIO(prefix)) as im:
         width, height = im.size
         icc, raw_exif = im.info.get("icc_profile"), im.info.get("exif")
+        frames = int(getattr(im, "n_frames", 1) or 1)
     exif, orientation = _exif_and_orientation(raw_exif)
-    return int(width), int(height), icc or None, exif, orientation
+    return _Header(int(width), int(height), icc or None, exif, orientation, frames)
+
+
+def _too_large(path: Path, width: int, height: int, limit: int) -> None:
+    raise ImageTooLargeError(f"{path}: {width}x{height} = {width * height} pixels exceeds the "
+                             f"limit of {limit} (raise it with --max-pixels or "
+                             f"{MAX_PIXELS_ENV})")  # fmt: skip
 
 
 def _decode_tifffile(data: bytes, fmt: str) -> Array | None:
@@ -276,27 +385,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     if not is_image_path(path):
         known = ", ".join(sorted(IMAGE_SUFFIXES))
         raise ImageFormatError(f"{path}: not an image file extension ({known})")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageFormatError(f"{path}: no such file") from None
-    except OSError as err:
-        raise ImageFormatError(f"{path}: cannot read ({err.strerror or _one_line(err)})") from None
-    if not data:
-        raise ImageFormatError(f"{path}: empty file")
-    fmt = _sniff(data)
-    if fmt is None:
-        raise ImageFormatError(f"{path}: not a PNG, JPEG, TIFF, WebP or BMP image")
-    try:
-        width, height, icc, exif, orientation = _header(data, fmt)
-    except PILImage.DecompressionBombError as err:
-        raise ImageTooLargeError(f"{path}: {_one_line(err)}") from None
-    except Exception as err:
-        raise ImageFormatError(f"{path}: corrupt {fmt} header ({_one_line(err)})") from None
     limit = _max_pixels(max_pixels)
-    if width * height > limit:
-        raise ImageTooLargeError(f"{path}: {width}x{height} = {width * height} pixels exceeds the "
-                                 f"limit of {limit} (raise it with {MAX_PIXELS_ENV})")  # fmt: skip
+    data, fmt, head = _read_bounded(path, limit)
     arr = next((a for _, dec in DECODERS if (a := dec(data, fmt)) is not None), None)
     if arr is None:
         raise ImageFormatError(f"{path}: cannot decode {fmt} data (truncated or corrupt)")
@@ -307,17 +397,75 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise UnsupportedImageError(f"{path}: unsupported layout {arr.shape} (gray or RGB, +alpha)")
+    if head.frames > 1:
+        _lossy(f"{path}: has {head.frames} frames; only the first is read and written")
     has_alpha = arr.shape[2] in (2, 4)
     color, alpha = (arr[..., :-1], arr[..., -1]) if has_alpha else (arr, None)
     if arr.dtype == np.float32:
         if not np.isfinite(arr).all():
             raise UnsupportedImageError(f"{path}: float image contains NaN or Inf values")
+        low, high = float(color.min()), float(color.max())
+        if low < 0.0 or high > 1.0:
+            _lossy(f"{path}: float samples span [{low:g}, {high:g}]; values outside [0, 1] are "
+                   "clipped (HDR highlights are lost)")  # fmt: skip
         pixels = np.clip(color, 0.0, 1.0)
     else:
         pixels = color.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    orientation = head.orientation
     return Image(pixels=_orient(pixels, orientation),
                  alpha=None if alpha is None else _orient(alpha.copy(), orientation),
-                 dtype=arr.dtype, exif=exif, icc=icc, format=fmt, source=path)  # fmt: skip
+                 dtype=arr.dtype, exif=head.exif, icc=head.icc, format=fmt,
+                 source=path)  # fmt: skip
+
+
+def _lossy(message: str) -> None:
+    warnings.warn(message, LossyConversionWarning, stacklevel=3)
+
+
+def _read_bounded(path: Path, limit: int) -> tuple[bytes, str, _Header]:
+    """Read a regular file whose header says it holds at most ``limit`` pixels.
+
+    Special files (FIFOs, devices, sockets) are refused before they are opened, the header is
+    parsed from a bounded prefix, and a file far larger than its pixels can need is refused
+    before it is read into memory.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageFormatError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ImageFormatError(f"{path}: cannot read ({err.strerror or _one_line(err)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageFormatError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageFormatError(f"{path}: not a regular file (FIFO, device or socket); refused")
+    if info.st_size == 0:
+        raise ImageFormatError(f"{path}: empty file")
+    try:
+        with open(path, "rb") as handle:
+            fmt = _sniff(handle.read(32))
+            if fmt is None:
+                raise ImageFormatError(f"{path}: not a PNG, JPEG, TIFF, WebP or BMP image")
+            try:
+                head = _header(handle, info.st_size, fmt, path, limit)
+            except ImageError:
+                raise
+            except PILImage.DecompressionBombError as err:
+                raise ImageTooLargeError(f"{path}: {_one_line(err)}") from None
+            except Exception as err:
+                raise ImageFormatError(f"{path}: corrupt {fmt} header ({_one_line(err)})") from None
+            if head.width * head.height > limit:
+                _too_large(path, head.width, head.height, limit)
+            most = _BYTES_PER_PIXEL * head.width * head.height + _SLACK_BYTES
+            if info.st_size > most:
+                raise ImageFormatError(f"{path}: {info.st_size} bytes is far more than a "
+                                       f"{head.width}x{head.height} image needs (corrupt or "
+                                       "padded file); refused")  # fmt: skip
+            handle.seek(0)
+            data = handle.read()
+    except OSError as err:
+        raise ImageFormatError(f"{path}: cannot read ({err.strerror or _one_line(err)})") from None
+    return data, fmt, head
 
 
 def _quantise(arr: Array, dtype: np.dtype[Any]) -> Array:
@@ -355,7 +503,11 @@ def _encode(fmt: str, arr: Array, image: Image, quality: int) -> bytes | None:
                          compression="zlib", predictor=2 if arr.dtype != np.float32 else None,
                          iccprofile=image.icc)  # fmt: skip
         return buf.getvalue()
-    if arr.shape[2] == 2:  # OpenCV writes no gray+alpha: spread the gray over R, G and B
+    if arr.shape[2] == 2 and fmt == "png":  # OpenCV writes no gray+alpha PNG: do it here
+        return _encode_png_gray_alpha(arr, image)
+    if arr.shape[2] == 2:  # WebP has no gray+alpha: spread the gray over R, G and B
+        _lossy(f"{fmt.upper()} cannot store gray+alpha; written as RGBA (use .png or .tif to "
+               "keep it)")  # fmt: skip
         arr = arr[..., [0, 0, 0, 1]]
     if arr.shape[2] >= 3:
         arr = np.ascontiguousarray(arr[..., [2, 1, 0, 3][: arr.shape[2]]])
@@ -381,8 +533,65 @@ def _encode(fmt: str, arr: Array, image: Image, quality: int) -> bytes | None:
     return out.tobytes() if ok else None
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _encode_png_gray_alpha(arr: Array, image: Image) -> bytes:
+    """A gray+alpha PNG (colour type 4, 8 or 16 bits) with its ICC profile and EXIF."""
+    height, width = arr.shape[:2]
+    depth = 16 if arr.dtype == np.uint16 else 8
+    rows = arr.astype(">u2" if depth == 16 else np.uint8).reshape(height, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
+    if image.icc:
+        chunks.append(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(image.icc)))
+    if image.exif:
+        chunks.append(_png_chunk(b"eXIf", image.exif))
+    chunks += [_png_chunk(b"IDAT", zlib.compress(raw, 6)), _png_chunk(b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def encode_image(
+    path: str | os.PathLike[str], image: Image, *, bit_depth: Literal["same", 8, 16] = "same",
+    quality: int = 95,
+) -> bytes:
+    """Encode ``image`` as the file :func:`write_image` would write to ``path`` (nothing written).
+
+    Raises:
+        UnsupportedImageError: unknown suffix, alpha into JPEG/BMP, or the encoder refused.
+    """
+    fmt = format_from_suffix(path)
+    check_writable(path, image)
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be within 1-100, got {quality}")
+    dtype = _output_dtype(fmt, image.dtype, bit_depth)
+    arr = _quantise(image.pixels, dtype)
+    if image.alpha is not None:  # alpha already in the output type is passed through untouched
+        alpha = image.alpha if image.alpha.dtype == dtype else _quantise(image.alpha, dtype)
+        arr = np.concatenate([arr, alpha[..., None]], axis=2)
+    data = _encode(fmt, arr, image, quality)
+    if data is None:
+        raise UnsupportedImageError(f"{path}: the {fmt} encoder refused this image "
+                                    f"({arr.dtype}, {arr.shape[2]} channels)")  # fmt: skip
+    return data
+
+
+def check_writable(path: str | os.PathLike[str], image: Image) -> None:
+    """Raise if ``image`` cannot be stored as ``path``'s format (checked before any compute).
+
+    Raises:
+        UnsupportedImageError: unknown suffix, or alpha into a format without alpha (JPEG, BMP).
+    """
+    fmt = format_from_suffix(path)
+    if image.alpha is not None and fmt not in _ALPHA_FORMATS:
+        raise UnsupportedImageError(f"{path}: {fmt.upper()} cannot store the alpha channel; "
+                                    "write .png, .tif or .webp instead")  # fmt: skip
+
+
 def write_image(path: str | os.PathLike[str], image: Image, *,
-                bit_depth: Literal["same", 8, 16] = "same", quality: int = 95) -> None:  # fmt: skip
+                bit_depth: Literal["same", 8, 16] = "same", quality: int = 95,
+                overwrite: bool = True) -> None:  # fmt: skip
     """Write ``image`` atomically in the format of ``path``'s suffix, with its alpha and metadata.
 
     Args:
@@ -391,29 +600,21 @@ def write_image(path: str | os.PathLike[str], image: Image, *,
         bit_depth: ``"same"`` keeps ``image.dtype`` (float32 becomes 16-bit in PNG, stays float32
             in TIFF); 8 or 16 force the depth. JPEG, WebP and BMP are always 8-bit.
         quality: JPEG/WebP quality 1-100; for WebP, 100 means lossless.
+        overwrite: Replace an existing file. When false the file is claimed at the moment of
+            writing and an existing one (even one another process just wrote) is never replaced.
 
     Raises:
         UnsupportedImageError: unknown suffix, or alpha into JPEG/BMP.
-        ImageError: the file could not be written.
+        ImageError: the file could not be written, or exists and ``overwrite`` is false.
     """
-    fmt = format_from_suffix(path)
-    if image.alpha is not None and fmt not in _ALPHA_FORMATS:
-        raise UnsupportedImageError(f"{path}: {fmt.upper()} cannot store the alpha channel; "
-                                    "write .png, .tif or .webp instead")  # fmt: skip
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be within 1-100, got {quality}")
-    dtype = _output_dtype(fmt, image.dtype, bit_depth)
-    arr = _quantise(image.pixels, dtype)
-    if image.alpha is not None:  # alpha already in the output type is passed through untouched
-        alpha = image.alpha if image.alpha.dtype == dtype else _quantise(image.alpha, dtype)
-        arr = np.concatenate([arr, alpha[..., None]], axis=2)
+    from deblurcli._atomic import OutputExistsError
+
+    data = encode_image(path, image, bit_depth=bit_depth, quality=quality)
     try:
-        with atomic_path(path) as tmp:
-            data = _encode(fmt, arr, image, quality)
-            if data is None:
-                raise UnsupportedImageError(f"{path}: the {fmt} encoder refused this image "
-                                            f"({arr.dtype}, {arr.shape[2]} channels)")  # fmt: skip
+        with atomic_path(path, overwrite=overwrite) as tmp:
             tmp.write_bytes(data)
+    except OutputExistsError as err:
+        raise ImageError(str(err)) from None
     except OSError as err:
         raise ImageError(f"{path}: cannot write ({err.strerror or _one_line(err)})") from None
 
@@ -423,7 +624,10 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "MAX_PIXELS_ENV",
+    "HEADER_LIMIT",
     "Image",
+    "check_writable",
+    "encode_image",
     "format_from_suffix",
     "is_image_path",
     "read_image",
