@@ -262,9 +262,18 @@ def random_kernel(
     return disk_kernel(rng.uniform(1.0, (max_size - 1) / 2), max_size)
 
 
-def _parse_text(path: Path) -> np.ndarray:
+MAX_KERNEL_FILE_BYTES = 16 << 20
+"""Largest kernel file read (a 255×255 text kernel of ``repr`` floats is under 2 MB)."""
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _parse_text(path: Path, data: bytes) -> np.ndarray:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KernelError(f"{path}: kernel text is not UTF-8") from None
     rows = []
-    for line in path.read_text().replace(",", " ").splitlines():
+    for line in text.replace(",", " ").splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             rows.append([float(tok) for tok in line.split()])
     if not rows or len({len(row) for row in rows}) != 1:
@@ -272,41 +281,88 @@ def _parse_text(path: Path) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+def _luminance_image(path: Path, data: bytes) -> np.ndarray:
+    """Brightness of a kernel image whatever its mode: palette entries are looked up (never used
+    as values), colour becomes Rec. 601 luminance, alpha is dropped, 16-bit stays exact."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if max(width, height) > MAX_KERNEL_SIZE:  # checked from the header, before decoding
+            raise KernelError(f"{path}: kernel image {width}x{height} exceeds "
+                              f"{MAX_KERNEL_SIZE} px per side")  # fmt: skip
+        if img.mode in ("P", "PA"):
+            img = img.convert("RGBA")
+        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB")
+        pixels = np.asarray(img).astype(np.float64)
+    if pixels.ndim == 3:
+        channels = pixels.shape[2]
+        pixels = pixels[..., :3] @ _LUMA if channels >= 3 else pixels[..., 0]
+    return pixels
+
+
+def _read_kernel_bytes(path: Path) -> bytes:
+    """The bytes of a regular kernel file of at most :data:`MAX_KERNEL_FILE_BYTES`."""
+    import stat
+
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise KernelError(f"{path}: is a folder, not a kernel file")
+    if not stat.S_ISREG(info.st_mode):
+        raise KernelError(f"{path}: not a regular file (FIFO, device or socket); refused")
+    if info.st_size > MAX_KERNEL_FILE_BYTES:
+        raise KernelError(f"{path}: {info.st_size} bytes is too large for a kernel file "
+                          f"(at most {MAX_KERNEL_FILE_BYTES})")  # fmt: skip
+    with open(path, "rb") as handle:
+        return handle.read(MAX_KERNEL_FILE_BYTES + 1)
+
+
 def _load_raw(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
+    if suffix not in _TEXT_SUFFIXES | _IMAGE_SUFFIXES | {".npy"}:
+        raise KernelError(f"{path}: unknown kernel format {suffix!r} "
+                          "(use .png, .txt, .csv or .npy)")  # fmt: skip
+    data = _read_kernel_bytes(path)
     if suffix in _TEXT_SUFFIXES:
-        return _parse_text(path)
+        return _parse_text(path, data)
     if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix in _IMAGE_SUFFIXES:
-        from PIL import Image
+        import io
 
-        with Image.open(path) as img:
-            pixels = np.asarray(img).astype(np.float64)
-        if pixels.ndim == 3:  # colour: drop alpha, average the colour channels
-            pixels = pixels[..., : 3 if pixels.shape[2] >= 3 else 1].mean(axis=2)
-        return pixels
-    raise KernelError(f"{path}: unknown kernel format {suffix!r} (use .png, .txt, .csv or .npy)")
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        if array.dtype.kind not in "biuf":
+            raise KernelError(f"{path}: kernel array has dtype {array.dtype}; use real numbers")
+        return array
+    return _luminance_image(path, data)
 
 
 def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a kernel file and normalise it to sum 1 (orientation and position kept as stored).
 
-    Formats: images (``.png``, ``.jpg``, ...; colour is averaged to grey, and an 8-bit display
+    Formats: images (``.png``, ``.jpg``, ...; read as luminance whatever the mode: palette
+    images are looked up, colour becomes Rec. 601 luminance, alpha is ignored; an 8-bit display
     scaling does not matter because of the normalisation), text (``.txt``/``.csv``: one row per
     line, numbers separated by whitespace and/or commas, ``#`` comment lines allowed) and ``.npy``.
+    Only regular files up to :data:`MAX_KERNEL_FILE_BYTES` are read; image sizes are checked
+    from the header before decoding.
 
     Raises:
-        KernelError: missing or unreadable file, unknown suffix, not 2-D, non-finite or negative
-            values, zero sum, or a side over :data:`MAX_KERNEL_SIZE`.
+        KernelError: missing, special or unreadable file, unknown suffix, not 2-D, non-finite
+            or negative values, a zero or overflowing sum, or a side over
+            :data:`MAX_KERNEL_SIZE`.
     """
     path = Path(path)
     try:
         raw = _load_raw(path)
     except KernelError:
         raise
-    except (OSError, ValueError) as exc:
-        raise KernelError(f"{path}: cannot read kernel ({exc})") from exc
+    except FileNotFoundError:
+        raise KernelError(f"{path}: no such kernel file") from None
+    except Exception as exc:  # any decoder failure is a bad file, never a crash
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise KernelError(f"{path}: cannot read kernel ({message})") from None
     kernel = np.asarray(raw, dtype=np.float64)
     if kernel.ndim != 2 or kernel.size == 0:
         raise KernelError(f"{path}: a kernel must be a 2-D array, got shape {kernel.shape}")
@@ -316,10 +372,18 @@ def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
         raise KernelError(f"{path}: kernel has non-finite values")
     if np.any(kernel < 0):
         raise KernelError(f"{path}: kernel has negative values (min {kernel.min():g})")
-    total = kernel.sum()
-    if total <= 0:
+    if kernel.max() <= 0:
         raise KernelError(f"{path}: kernel sums to zero")
-    return kernel / total
+    total = kernel.sum()
+    if not np.isfinite(total):  # huge values overflow the sum: scale by the peak first
+        kernel = kernel / kernel.max()
+        total = kernel.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise KernelError(f"{path}: kernel sum is not a finite positive number")
+    kernel = kernel / total
+    if not np.all(np.isfinite(kernel)) or not np.isclose(kernel.sum(), 1.0):
+        raise KernelError(f"{path}: kernel cannot be normalised to sum 1")
+    return kernel
 
 
 def write_kernel(path: str | os.PathLike[str], kernel: np.ndarray) -> None:
@@ -359,6 +423,7 @@ def center_of_mass(kernel: np.ndarray) -> tuple[float, float]:
 
 __all__ = [
     "KERNEL_KINDS",
+    "MAX_KERNEL_FILE_BYTES",
     "MAX_KERNEL_SIZE",
     "center_of_mass",
     "disk_kernel",
