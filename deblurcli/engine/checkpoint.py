@@ -7,8 +7,10 @@ Metadata keys (all strings, as safetensors requires): ``format`` = ``pt``, ``deb
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,20 +100,101 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return metadata
 
 
+MAX_PARAMETERS = 2_000_000_000
+"""Largest network rebuilt from a checkpoint (8 GB of float32 weights)."""
+
+
+def _json_object(metadata: dict[str, str], key: str, path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(metadata.get(key, "{}"))
+    except ValueError:
+        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: metadata {key!r} must be a JSON object, "
+                              f"got {type(value).__name__}")  # fmt: skip
+    return value
+
+
+def _model_info(metadata: dict[str, str], path: Path) -> ModelInfo:
+    """The descriptor, with every field checked against the type of its default."""
+    values = _json_object(metadata, "info", path)
+    try:
+        info = ModelInfo.from_json(json.dumps(values))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: metadata 'info' is malformed ({exc})") from None
+    for item in dataclasses.fields(ModelInfo):
+        value = getattr(info, item.name)
+        expected = bool if isinstance(item.default, bool) else type(item.default)
+        if item.default is dataclasses.MISSING:
+            expected = str
+        if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+            ok = False
+        else:
+            ok = isinstance(value, expected)
+        if not ok or (expected is int and value < 0):
+            raise CheckpointError(f"{path}: metadata 'info.{item.name}' has the odd value "
+                                  f"{value!r}")  # fmt: skip
+    return info
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the stored tensors, read from the header only."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+
+
+def plan_model(arch: str, config: dict[str, Any], path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of the parameters ``arch(config)`` would have, without allocating any memory.
+
+    The network is built on PyTorch's ``meta`` device, so a forged config (``width=4096``)
+    costs nothing; its parameter count is checked against :data:`MAX_PARAMETERS`.
+
+    Raises:
+        CheckpointError: unknown architecture, a config it rejects, or too many parameters.
+    """
+    try:
+        with torch.device("meta"):
+            model = build(arch, config)
+    except Exception as exc:  # any rejection of a forged config is a corrupt checkpoint
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"{path}: cannot rebuild the model: {message}") from None
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: its config describes {count:,} parameters (more than "
+                              f"{MAX_PARAMETERS:,}); refused before building it")  # fmt: skip
+    return shapes
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
     """Rebuild the network stored in ``path`` (CPU, float32, eval mode).
 
+    Before any memory is allocated, the network the config describes is planned on the
+    ``meta`` device (see :func:`plan_model`) and its parameter shapes are compared with the
+    tensors the file header lists.
+
     Raises:
-        CheckpointError: corrupt file, unknown architecture, or tensors that do not match the
-            architecture config.
+        CheckpointError: corrupt file, odd metadata, unknown architecture, a config describing
+            too large a network, or tensors that do not match the architecture config.
     """
     path = Path(path)
     metadata = read_metadata(path)
-    try:
-        info = ModelInfo.from_json(metadata["info"])
-        model = build(metadata["arch"], json.loads(metadata.get("config", "{}")))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    info = _model_info(metadata, path)
+    config = _json_object(metadata, "config", path)
+    planned = plan_model(metadata["arch"], config, path)
+    stored = _tensor_shapes(path)
+    if planned != stored:
+        missing = sorted(set(planned) - set(stored))
+        odd = sorted(k for k in set(planned) & set(stored) if planned[k] != stored[k])
+        extra = sorted(set(stored) - set(planned))
+        what = (f"missing {missing[0]}" if missing else f"shape of {odd[0]} is {stored[odd[0]]}, "
+                f"config says {planned[odd[0]]}" if odd else f"unexpected {extra[0]}")
+        raise CheckpointError(f"{path}: tensors do not load: they do not match the config "
+                              f"({what})")
+    model = build(metadata["arch"], config)
     try:
         tensors = load_file(str(path), device="cpu")
         model.load_state_dict(tensors, strict=True)
