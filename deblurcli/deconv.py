@@ -36,6 +36,7 @@ layout back; tensors must be ``N×C×H×W``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ import torch
 from torch import Tensor
 
 from deblurcli.errors import UsageError
+from deblurcli.methods import names
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -324,12 +326,14 @@ def _masked_x_step(
     return x
 
 
-METHODS: dict[str, Callable[..., Any]] = {
+_SOLVERS: dict[str, Callable[..., Any]] = {
     "wiener": wiener,
     "rl": richardson_lucy,
     "hyperlaplacian": hyper_laplacian,
 }
-"""Solvers by CLI name; each takes ``(blurred, kernel, **params)``."""
+METHODS: dict[str, Callable[..., Any]] = {name: _SOLVERS[name] for name in names("non-blind")}
+"""Solvers by method name, in the order of the method table (:mod:`deblurcli.methods`, kind
+``non-blind``); each takes ``(blurred, kernel, **params)``."""
 
 
 def deconvolve(
@@ -356,10 +360,13 @@ def deconvolve(
     except KeyError:
         known = ", ".join(METHODS)
         raise DeconvolutionParameterError(f"unknown method {method!r} (known: {known})") from None
-    try:
-        return solver(blurred, kernel, **params)
-    except TypeError as exc:  # an unknown keyword for this solver
-        raise DeconvolutionParameterError(f"{method}: {exc}") from None
+    accepted = [name for name, p in inspect.signature(solver).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise DeconvolutionParameterError(
+            f"{method} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
+    return solver(blurred, kernel, **params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,64 +445,22 @@ def _prepare_kernel(kernel: KernelLike, like: Tensor) -> Tensor:
 
 
 def _solve_tiled(plane: Tensor, k: Tensor, solve: PlaneSolver, max_pixels: int, ov: int) -> Tensor:
-    """Deconvolve one large plane in overlapping tiles blended by weights that sum to one."""
-    h, w = plane.shape
-    ny, nx = _tile_grid(h, w, max_pixels, ov)
-    rows, cols = _tile_spans(h, ny, ov), _tile_spans(w, nx, ov)
-    out = torch.zeros_like(plane)
-    for y0, y1, wy in rows:
-        for x0, x1, wx in cols:
-            tile = solve(plane[None, y0:y1, x0:x1], k)[0]
-            out[y0:y1, x0:x1] += tile * wy.to(plane)[:, None] * wx.to(plane)[None, :]
-    return out
+    """Deconvolve one large plane in overlapping tiles of at most ``max_pixels`` pixels.
 
-
-def _tile_grid(h: int, w: int, max_pixels: int, ov: int) -> tuple[int, int]:
-    """The fewest tiles (ny, nx) whose extents ``(ceil(h/ny)+ov) × (ceil(w/nx)+ov)`` fit."""
-    best: tuple[int, int] | None = None
-    for ny in range(1, h + 1):
-        th = h if ny == 1 else -(-h // ny) + ov
-        if th * min(w, 1 + ov) > max_pixels:
-            continue
-        width_budget = max_pixels // th
-        if width_budget >= w:
-            nx = 1
-        elif width_budget - ov < 1:
-            continue
-        else:
-            nx = -(-w // (width_budget - ov))
-        if best is None or ny * nx < best[0] * best[1]:
-            best = (ny, nx)
-        if ny > 2 * (best[0] * best[1]):
-            break
-    if best is None:
-        raise DeconvolutionParameterError(f"max_pixels={max_pixels} too small for overlap {ov}")
-    return best
-
-
-def _tile_spans(length: int, n: int, ov: int) -> list[tuple[int, int, Tensor]]:
-    """Tile extents along one axis and their 1-D blend weights (which sum to one everywhere).
-
-    Core boundaries ``b_i`` split the axis evenly; tile ``i`` covers ``[b_i − ov/2, b_{i+1} +
-    ov/2)``. Around each inner boundary a raised-cosine ramp rises over the middle half of the
-    overlap, so each tile's outer quarter-overlap (where its own boundary artefacts live) gets
-    zero weight. Tile ``i``'s weight is ``ramp_i − ramp_{i+1}``, which telescopes to one.
+    The tiling and blending are the engine's (:func:`deblurcli.engine.tiling.run_tiled`): even
+    tile plans, and weights that sum to one with the outer quarter of every overlap discarded.
     """
-    bounds = [round(i * length / n) for i in range(n + 1)]
-    pos = torch.arange(length, dtype=torch.float64)
-    half = ov / 2
+    from deblurcli.engine.tiling import run_tiled
 
-    def ramp(b: int) -> Tensor:
-        t = ((pos - (b - half / 2)) / half).clamp(0, 1)
-        return 0.5 - 0.5 * torch.cos(math.pi * t)
-
-    ramps = [torch.ones_like(pos)] + [ramp(b) for b in bounds[1:-1]] + [torch.zeros_like(pos)]
-    spans = []
-    for i in range(n):
-        start = max(0, bounds[i] - int(math.ceil(half))) if i > 0 else 0
-        stop = min(length, bounds[i + 1] + int(math.ceil(half))) if i < n - 1 else length
-        spans.append((start, stop, (ramps[i] - ramps[i + 1])[start:stop]))
-    return spans
+    h, w = plane.shape
+    side = math.isqrt(max_pixels)
+    tile_h = min(h, side)
+    tile_w = min(w, max_pixels // tile_h)
+    if min(tile_h, tile_w) <= ov:
+        raise DeconvolutionParameterError(f"max_pixels={max_pixels} too small for overlap {ov}")
+    out = run_tiled(lambda t: solve(t[:, 0], k)[:, None], plane[None, None],
+                    tile=(tile_h, tile_w), overlap=ov)
+    return out[0, 0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,14 +63,14 @@ def test_quality_table_and_kernel_rules(pairs: tuple[Path, Path]) -> None:
     table = report.quality_table(res)
     assert table.row_count == 3  # two images and the mean
     with pytest.raises(Exception, match="needs --ground-truth-kernel"):
-        quality.run_quality(ds, ["deconvolve-wiener"], methods.MethodConfig(device="cpu"))
+        quality.run_quality(ds, ["wiener"], methods.MethodConfig(device="cpu"))
     with pytest.raises(Exception, match="no ground-truth kernels"):
         quality.run_quality(ds, ["identity"], methods.MethodConfig(device="cpu"),
                             kernel="ground-truth")
 
 
 def test_speed_rows_and_plot(tmp_path: Path) -> None:
-    rows = speed.run_speed(["deconvolve-wiener"], methods.MethodConfig(device="cpu"), [(32, 32)],
+    rows = speed.run_speed(["wiener"], methods.MethodConfig(device="cpu"), [(32, 32)],
                            repeats=1, warmup=0, channels=1)
     (row,) = rows
     assert (row.height, row.width, row.repeats, row.device) == (32, 32, 1, "cpu")
@@ -89,7 +89,7 @@ def test_deblur_method_uses_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         return lambda x: (x * 0.5).cpu()
 
     monkeypatch.setattr("deblurcli.engine.load_model", fake_load_model)
-    prepared = methods.get_method("deblur").build(methods.MethodConfig(device="cpu", model="m@t"))
+    prepared = methods.get_method("resunet").build(methods.MethodConfig(device="cpu", model="m@t"))
     y = prepared.run(torch.ones(1, 3, 8, 8), None)
     assert calls["ref"] == "m@t" and calls["device"] == "cpu"
     assert torch.allclose(y, torch.full((1, 3, 8, 8), 0.5))
@@ -139,6 +139,6 @@ def test_levin_preset_orientation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEBLURCLI_DATA", str(_data_dir()))
     ds = datasets.levin()
     assert len(ds.samples) == 32 and ds.protocol == "shift" and ds.crop == 15
-    res = quality.run_quality(ds.head(1), ["deconvolve-wiener"], methods.MethodConfig(device="cpu"),
+    res = quality.run_quality(ds.head(1), ["wiener"], methods.MethodConfig(device="cpu"),
                               kernel="ground-truth", error_ratio=False)
     assert res[0].items[0].psnr > 30  # 32.8 dB; the kernel rotated by 180° gives 26.7 dB

@@ -96,14 +96,6 @@ def test_tiled_matches_untiled(method: str) -> None:
     assert np.abs(tiled - whole).max() < 0.05
 
 
-def test_tile_weights_sum_to_one() -> None:
-    for length, n, ov in ((300, 3, 40), (101, 2, 16), (64, 1, 8)):
-        total = np.zeros(length)
-        for start, stop, weight in deconv._tile_spans(length, n, ov):
-            total[start:stop] += weight.numpy()
-        assert np.allclose(total, 1.0)
-
-
 def test_shrink_beats_zero_and_brute_force() -> None:
     v = torch.linspace(-1.0, 1.0, 81, dtype=torch.float64)
     grid = torch.linspace(-1.5, 1.5, 30001, dtype=torch.float64)

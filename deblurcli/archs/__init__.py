@@ -1,21 +1,36 @@
 """Network architectures behind an explicit registry.
 
-Adding an architecture means one new self-contained file and one line in ``_ARCHS`` below; nothing
-is discovered by scanning the filesystem. Modules here hold ``nn.Module`` code only: no I/O, no
-devices, no downloads.
+Adding an architecture means one new self-contained file (defining ``SPEC``) and one network row
+in the method table, :data:`deblurcli.methods.METHODS`, which names that file; the registry below
+is built from those rows, so nothing is discovered by scanning the filesystem and no second list
+exists. Modules here hold ``nn.Module`` code only: no I/O, no devices, no downloads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 from torch import nn
 
-from deblurcli.archs import residual_unet
+from deblurcli import methods
 from deblurcli.archs._registry import ArchDefaults, ArchSpec, Tiling
 
-_ARCHS: tuple[ArchSpec, ...] = (residual_unet.SPEC,)
+
+def _load_specs() -> tuple[ArchSpec, ...]:
+    specs: dict[str, ArchSpec] = {}
+    for row in methods.of_kind("network"):
+        assert row.arch is not None and row.arch_module is not None, row.name
+        spec: ArchSpec = importlib.import_module(row.arch_module).SPEC
+        if spec.id != row.arch:
+            raise RuntimeError(f"{row.arch_module}.SPEC.id is {spec.id!r}, the method table says "
+                               f"{row.arch!r}")
+        specs[spec.id] = spec
+    return tuple(specs.values())
+
+
+_ARCHS: tuple[ArchSpec, ...] = _load_specs()
 
 REGISTRY: dict[str, ArchSpec] = {spec.id: spec for spec in _ARCHS}
 """Architecture id → spec."""

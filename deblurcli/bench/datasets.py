@@ -75,8 +75,11 @@ class Dataset:
         return self if limit is None else replace(self, samples=self.samples[:limit])
 
 
-def data_dir() -> Path:
-    """The shared data folder: ``$DEBLURCLI_DATA``, else ``../shared/data`` beside the repo."""
+def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The shared data folder: ``override`` (``--data``), else ``$DEBLURCLI_DATA``, else
+    ``../shared/data`` beside the source checkout."""
+    if override is not None:
+        return Path(override)
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
@@ -160,7 +163,8 @@ def levin(root: str | os.PathLike[str] | None = None) -> Dataset:
     """
     base = Path(root) if root is not None else data_dir() / "levin09"
     if not (base / "levin").is_dir():
-        raise UsageError(f"Levin09 data not found in {base} (set ${DATA_ENV} to the data folder)")
+        raise UsageError(f"Levin09 data not found in {base}: pass --data DIR or set "
+                         f"{DATA_ENV}=DIR, where DIR holds levin09/")
 
     def loader(i: int, j: int) -> Callable[[], Pair]:
         def load() -> Pair:
@@ -236,8 +240,11 @@ def open_dataset(
     noise: float = 0.01,
     crop: int = 0,
     shift_tolerant: bool = False,
+    data: Path | None = None,
 ) -> Dataset:
     """Build the dataset the CLI options describe (a preset, or ``--blurred``/``--sharp``).
+
+    ``data`` (``--data``) is the folder holding the presets' data (default: :func:`data_dir`).
 
     Raises:
         UsageError: an inconsistent combination, with the spelling that would work.
@@ -245,7 +252,7 @@ def open_dataset(
     if preset == "levin":
         if blurred or sharp:
             raise UsageError("--preset levin takes no --blurred/--sharp")
-        return levin()
+        return levin(data_dir(data) / "levin09")
     if preset == "synthetic":
         if sharp is None or blurred is not None:
             raise UsageError("--preset synthetic needs --sharp DIR (and no --blurred)")

@@ -1,9 +1,12 @@
-"""The explicit registry of benchmarkable methods.
+"""Benchmarkable methods: every row of the method table, made runnable.
 
-Every method is a :class:`Method`: a name, whether it needs a blur kernel, and a ``build``
+:data:`REGISTRY` is derived from :data:`deblurcli.methods.METHODS` (nothing is listed here):
+each row becomes a :class:`Method` — its name, how it uses a blur kernel, and a ``build``
 function that does the expensive set-up once (e.g. loading a model) and returns a
-:class:`Prepared` runner ``run(x, kernel) -> restored`` on tensors. Adding a method (for
-instance ``deconvolve-blind``) is one :class:`Method` entry in :data:`REGISTRY`.
+:class:`Prepared` runner ``run(x, kernel) -> restored`` on tensors. How a row is run follows
+from its kind: networks through the engine (their default checkpoint, or ``--model``),
+non-blind solvers through :mod:`deblurcli.deconv`, blind ones through
+:mod:`deblurcli.optim.blind`, and the ``identity`` baseline as is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deblurcli import methods as table
 from deblurcli.errors import UsageError
+from deblurcli.methods import MethodSpec
 
 Runner = Callable[[Tensor, "Tensor | None"], Tensor]
 """``run(x, kernel)``: ``x`` is ``1 × C × H × W`` in [0, 1] on the prepared device; ``kernel``
@@ -32,7 +37,7 @@ class MethodConfig:
     precision: str = "auto"
     """``auto``, ``fp32``, ``fp64`` (deconvolution), ``bf16``/``fp16`` (models)."""
     model: str | None = None
-    """Model reference for ``deblur``."""
+    """Exact checkpoint for a network method (default: the method's default checkpoint)."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Keyword parameters forwarded to the method (e.g. ``weight`` for deconvolution)."""
 
@@ -96,69 +101,79 @@ def _identity(config: MethodConfig) -> Prepared:
     return Prepared(lambda x, k: x.clone(), _device(config), dtype, "identity (the blurred input)")
 
 
-def _deconvolution(solver: str) -> Callable[[MethodConfig], Prepared]:
+def _deconvolution(spec: MethodSpec) -> Callable[[MethodConfig], Prepared]:
     def build(config: MethodConfig) -> Prepared:
         from deblurcli import deconv
 
-        params = dict(config.params)
+        params = _checked_params(spec, config)
         dtype = _float_dtype(config.precision)
 
         def run(x: Tensor, kernel: Tensor | None) -> Tensor:
             if kernel is None:
-                raise UsageError(f"deconvolve-{solver} needs a kernel")
-            return deconv.deconvolve(x, kernel, method=solver, **params)
+                raise UsageError(f"{spec.name} needs a kernel")
+            return deconv.deconvolve(x, kernel, method=spec.name, **params)
 
         label = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
-        return Prepared(run, _device(config), dtype, f"{solver} ({label})")
+        return Prepared(run, _device(config), dtype, f"{spec.name} ({label})")
 
     return build
 
 
-def _deblur(config: MethodConfig) -> Prepared:
-    from deblurcli.engine import load_model
+def _network(spec: MethodSpec) -> Callable[[MethodConfig], Prepared]:
+    def build(config: MethodConfig) -> Prepared:
+        from deblurcli.engine import load_model
 
-    if config.model is None:
-        raise UsageError("method deblur needs --model NAME (see `deblurcli models list`)")
-    restorer = load_model(config.model, device=config.device, precision=config.precision)
-    params = dict(config.params)
+        ref = config.model or spec.checkpoint
+        assert ref is not None
+        params = _checked_params(spec, config)
+        restorer = load_model(ref, device=config.device, precision=config.precision)
 
-    def run(x: Tensor, kernel: Tensor | None) -> Tensor:
-        return restorer(x, **params).to(x.device)
+        def run(x: Tensor, kernel: Tensor | None) -> Tensor:
+            return restorer(x, **params).to(x.device)
 
-    device = getattr(restorer, "device", torch.device("cpu"))
-    dtype = getattr(restorer, "dtype", torch.float32)
-    return Prepared(run, torch.device(device), torch.float32, f"{config.model} ({dtype})")
+        device = getattr(restorer, "device", torch.device("cpu"))
+        dtype = getattr(restorer, "dtype", torch.float32)
+        return Prepared(run, torch.device(device), torch.float32, f"{ref} ({dtype})")
+
+    return build
 
 
-def _blind(preset: str) -> Callable[[MethodConfig], Prepared]:
+def _blind(spec: MethodSpec) -> Callable[[MethodConfig], Prepared]:
     def build(config: MethodConfig) -> Prepared:
         from deblurcli.optim.blind import bench_runner
 
-        run, label = bench_runner(preset, dict(config.params), _device(config))
+        run, label = bench_runner(spec.name, dict(config.params), _device(config))
         return Prepared(run, _device(config), torch.float32, label)
 
     return build
 
 
-REGISTRY: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("identity", "the blurred input itself (baseline)", "none", _identity),
-        Method("deconvolve-wiener", "Wiener filter, known kernel", "full",
-               _deconvolution("wiener")),
-        Method("deconvolve-rl", "Richardson–Lucy, known kernel", "full", _deconvolution("rl")),
-        Method(
-            "deconvolve-hyperlaplacian", "hyper-Laplacian prior (Krishnan & Fergus), known kernel",
-            "full", _deconvolution("hyperlaplacian"),
-        ),
-        Method("deblur", "a trained network (--model)", "none", _deblur),
-        Method("deconvolve-blind", "blind VDIP, fast preset (true kernel used for its size only)",
-               "size", _blind("fast")),
-        Method("deconvolve-blind-paper", "blind VDIP/DIP as published (hours per image on CPU)",
-               "size", _blind("paper")),
-    )
+def _checked_params(spec: MethodSpec, config: MethodConfig) -> dict[str, Any]:
+    unknown = sorted(set(config.params) - set(spec.param_map))
+    if unknown:
+        known = ", ".join(spec.param_map) or "none"
+        raise UsageError(f"{spec.name} does not take {', '.join(unknown)}; it takes {known}")
+    return dict(config.params)
+
+
+_KERNEL_USE = {"network": "none", "baseline": "none", "non-blind": "full", "blind": "size"}
+_BUILDERS: dict[str, Callable[[MethodSpec], Callable[[MethodConfig], Prepared]]] = {
+    "network": _network, "non-blind": _deconvolution, "blind": _blind,
+    "baseline": lambda spec: _identity,
 }
-"""Benchmarkable methods by name."""
+
+
+def _method(spec: MethodSpec) -> Method:
+    summary = spec.description
+    if spec.kind == "network":
+        summary += f" (checkpoint {spec.checkpoint}, or --model)"
+    elif spec.kind == "blind":
+        summary += " (a true kernel only sets the kernel size)"
+    return Method(spec.name, summary, _KERNEL_USE[spec.kind], _BUILDERS[spec.kind](spec))
+
+
+REGISTRY: dict[str, Method] = {spec.name: _method(spec) for spec in table.METHODS}
+"""Benchmarkable methods by name: every row of the method table."""
 
 
 def get_method(name: str) -> Method:
@@ -174,22 +189,12 @@ def get_method(name: str) -> Method:
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["weight=1e-4", "iterations=50", "boundary=smooth"]`` → typed dict (int, float or str).
+    """``["weight=1e-4", "iterations=50", "boundary=smooth"]`` → typed dict.
+
+    The package's one ``KEY=VALUE`` parser (:func:`deblurcli.methods.parse_params`); each method
+    checks the keys it is given when it is built.
 
     Raises:
         UsageError: an item without ``=``.
     """
-    params: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param expects KEY=VALUE, got {item!r}")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        params[key.strip().replace("-", "_")] = value
-    return params
+    return table.parse_params(items)

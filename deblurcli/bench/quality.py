@@ -22,7 +22,7 @@ from deblurcli.bench.datasets import Dataset, Pair
 from deblurcli.bench.methods import Method, MethodConfig, Prepared, get_method
 from deblurcli.errors import UsageError
 
-REFERENCE_METHOD = "deconvolve-hyperlaplacian"
+REFERENCE_METHOD = "hyperlaplacian"
 """The known-kernel solver whose result is the error-ratio denominator (default parameters)."""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -115,3 +115,38 @@ def parse_bit_depth(value: str) -> int | str:
     if value in ("8", "16"):
         return int(value)
     raise typer.BadParameter("use same, 8 or 16", param_hint="--bit-depth")
+
+
+KERNEL_CONVENTION_HELP = (
+    "How kernel files are oriented: convolve (y = k * x, true convolution; what deblurcli "
+    "writes) or correlate (y = correlate(x, k), e.g. Levin09 .txt kernels; rotated by 180° "
+    "on read and write)."
+)
+KernelConventionOpt = Annotated[
+    str, typer.Option("--kernel-convention", metavar="convolve|correlate",
+                      help=KERNEL_CONVENTION_HELP),
+]
+
+
+def check_convention(convention: str) -> str:
+    """``convolve`` | ``correlate``; anything else is a usage error naming the flag."""
+    if convention not in ("convolve", "correlate"):
+        raise typer.BadParameter("use convolve or correlate", param_hint="--kernel-convention")
+    return convention
+
+
+def orient_kernel(kernel: Any, convention: str) -> Any:
+    """Convert between a file's orientation and true convolution (a 180° rotation both ways)."""
+    import numpy as np
+
+    if check_convention(convention) == "convolve":
+        return kernel
+    return np.ascontiguousarray(kernel[::-1, ::-1])
+
+
+def read_kernel_file(path: Path | str, convention: str) -> Any:
+    """Read a kernel file and return it in true-convolution orientation."""
+    from deblurcli.kernels import read_kernel
+
+    return orient_kernel(read_kernel(path), convention)
+

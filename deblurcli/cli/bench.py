@@ -8,22 +8,37 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from deblurcli import methods as table
 from deblurcli.cli._console import err_console, info, print_json
-from deblurcli.cli._options import DeviceOpt, JsonOpt, QuietOpt
+from deblurcli.cli._options import (
+    KERNEL_CONVENTION_HELP,
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    read_kernel_file,
+)
 from deblurcli.errors import UsageError
 
 app = typer.Typer(no_args_is_help=True, help="Benchmark restoration quality and speed.")
 
 Opt = typer.Option
-MethodsOpt = Annotated[list[str], Opt("--method", help=(
-    "Method (repeatable): identity, deconvolve-wiener, deconvolve-rl, deconvolve-hyperlaplacian "
-    "(known kernel), deblur (--model), deconvolve-blind, deconvolve-blind-paper (blind: a true "
-    "kernel only sets the kernel size)."))]
-ModelOpt = Annotated[Optional[str], Opt("--model", help="Model for method deblur.")]
-ParamOpt = Annotated[Optional[list[str]], Opt("--param", help="Method parameter KEY=VALUE "
-                     "(repeatable), e.g. weight=2e-4 or iterations=50.")]
-KernelOpt = Annotated[Optional[Path], Opt(exists=True, dir_okay=False, help="One kernel file "
-                      "for every image (true-convolution orientation).")]
+MethodsOpt = Annotated[list[str], Opt("--method", metavar="NAME", help=(
+    "Method (repeatable). Networks: " + ", ".join(table.names("network"))
+    + " (the default checkpoint, or --model). Known kernel: " + ", ".join(table.names("non-blind"))
+    + ". Blind (a true kernel only sets the kernel size; --param preset=paper): "
+    + ", ".join(table.names("blind")) + ". Baseline: " + ", ".join(table.names("baseline"))
+    + ". Details: deblurcli models list."))]
+ModelOpt = Annotated[Optional[str], Opt("--model", metavar="NAME@TAG|FILE", help=(
+    "Exact checkpoint for the network method (default: its shipped checkpoint)."))]
+ParamOpt = Annotated[Optional[list[str]], Opt("--param", metavar="KEY=VALUE", help=(
+    "Method option (repeatable), e.g. weight=2e-4, iterations=50, preset=paper."))]
+KernelOpt = Annotated[Optional[Path], Opt(exists=True, dir_okay=False, metavar="FILE",
+                                          help="One kernel file for every image.")]
+ConventionOpt = Annotated[str, Opt("--kernel-convention", metavar="convolve|correlate",
+                                   help=KERNEL_CONVENTION_HELP)]
+DataOpt = Annotated[Optional[Path], Opt("--data", metavar="DIR", file_okay=False, help=(
+    "Folder holding the preset data (levin09/); default: $DEBLURCLI_DATA, else "
+    "../shared/data beside the checkout."))]
 PrecisionOpt = Annotated[str, Opt(help="auto, fp32, fp64 (deconvolution), bf16, fp16.")]
 CsvOpt = Annotated[Optional[Path], Opt("--csv", help="Also write the rows to this CSV file.")]
 PlotOpt = Annotated[Optional[Path], Opt("--plot", help="Also draw a figure (.png).")]
@@ -33,12 +48,15 @@ DirOpt = Annotated[Optional[Path], Opt(file_okay=False, help="Folder (names matc
 @app.command("quality")
 def quality(
     method: MethodsOpt,
-    preset: Annotated[Optional[str], Opt(help="levin, or synthetic (with --sharp).")] = None,
+    preset: Annotated[Optional[str], Opt(metavar="NAME", help=(
+        "levin (needs --data or $DEBLURCLI_DATA), or synthetic (with --sharp)."))] = None,
+    data: DataOpt = None,
     blurred: DirOpt = None,
     sharp: DirOpt = None,
     kernels: DirOpt = None,
     ground_truth_kernel: Annotated[bool, Opt(help="Give deconvolvers the true kernels.")] = False,
     kernel: KernelOpt = None,
+    kernel_convention: ConventionOpt = "convolve",
     model: ModelOpt = None,
     param: ParamOpt = None,
     seed: Annotated[int, Opt(help="synthetic: seed of kernels and noise.")] = 0,
@@ -57,25 +75,28 @@ def quality(
 
     Examples:
 
-      deblurcli bench quality --preset levin --ground-truth-kernel
-      --method deconvolve-hyperlaplacian
+      deblurcli bench quality --preset levin --data ../shared/data --method identity
 
-      deblurcli bench quality --blurred in/ --sharp gt/ --method identity --method deblur --model M
+      deblurcli bench quality --preset levin --ground-truth-kernel --method hyperlaplacian
 
-      deblurcli bench quality --preset levin --method deconvolve-blind --param method=dip
+      deblurcli bench quality --blurred in/ --sharp gt/ --method identity --method resunet
+
+      deblurcli bench quality --preset levin --method dip --param preset=paper --limit 1
     """
     if ground_truth_kernel and kernel is not None:
         raise UsageError("give either --ground-truth-kernel or --kernel FILE, not both")
     from deblurcli.bench import datasets, methods, report
     from deblurcli.bench import plot as plots
     from deblurcli.bench import quality as q
-    from deblurcli.kernels import read_kernel
 
+    for name in method:
+        table.get(name)
     dataset = datasets.open_dataset(
         preset=preset, blurred=blurred, sharp=sharp, kernels=kernels, seed=seed, noise=noise,
-        crop=crop, shift_tolerant=shift_tolerant).head(limit)
+        crop=crop, shift_tolerant=shift_tolerant, data=data).head(limit)
     config = methods.MethodConfig(device, precision, model, methods.parse_params(param))
-    k = "ground-truth" if ground_truth_kernel else (read_kernel(kernel) if kernel else None)
+    k = "ground-truth" if ground_truth_kernel else (
+        read_kernel_file(kernel, kernel_convention) if kernel else None)
     total, done = len(dataset.samples) * len(method), [0]
 
     def step(name: str, item: q.ItemScore) -> None:
@@ -96,6 +117,7 @@ def speed(
     warmup: Annotated[int, Opt(min=0, help="Untimed runs first.")] = 1,
     channels: Annotated[int, Opt(min=1, max=3, help="Image channels (1 grey, 3 colour).")] = 3,
     kernel: KernelOpt = None,
+    kernel_convention: ConventionOpt = "convolve",
     model: ModelOpt = None,
     param: ParamOpt = None,
     device: DeviceOpt = "auto",
@@ -109,12 +131,15 @@ def speed(
 
     Example:
 
-      deblurcli bench speed --method deconvolve-wiener --sizes 512,2048,4096 --plot speed.png
+      deblurcli bench speed --method wiener --sizes 512,2048,4096 --plot speed.png
+
+      deblurcli bench speed --method resunet --sizes 256 --repeats 2 --json
     """
+    for name in method:
+        table.get(name)
     from deblurcli.bench import methods, report
     from deblurcli.bench import plot as plots
     from deblurcli.bench import speed as s
-    from deblurcli.kernels import read_kernel
 
     try:
         size_list = s.parse_sizes(sizes)
@@ -122,7 +147,8 @@ def speed(
         raise UsageError(f"--sizes: {exc}") from None
     config = methods.MethodConfig(device, precision, model, methods.parse_params(param))
     rows = s.run_speed(
-        method, config, size_list, kernel=read_kernel(kernel) if kernel else None,
+        method, config, size_list,
+        kernel=read_kernel_file(kernel, kernel_convention) if kernel else None,
         repeats=repeats, warmup=warmup, channels=channels,
         on_row=lambda r: info(f"{r.method} {r.width}×{r.height}: {r.median_s:.4f} s", quiet=quiet))
     _emit(report.speed_table(rows), [r.to_dict() for r in rows], report.speed_document(rows),

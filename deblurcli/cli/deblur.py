@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
-from deblurcli import __version__
+from deblurcli import __version__, methods
 from deblurcli.cli import _options as opt
 from deblurcli.cli._console import info, print_json, progress_enabled
+from deblurcli.errors import UsageError
 
 
 def deblur(
     inputs: opt.InputsArg,
     output: opt.OutputOpt = None,
+    method: Annotated[Optional[str], typer.Option("--method", metavar="NAME", help=(
+        "Network family, run with its default shipped checkpoint: " + methods.listing("network")
+        + ". Default: the shipped default model."))] = None,
     model: opt.ModelOpt = None,
     device: opt.DeviceOpt = "auto",
     precision: opt.PrecisionOpt = "auto",
@@ -40,13 +44,20 @@ def deblur(
 
     Examples:
 
-      deblurcli deblur photo.jpg -o sharp.jpg
+      deblurcli deblur examples/gopro_blurry.png --method resunet -o out/gopro_sharp.png
 
       deblurcli deblur shots/ -o out/ --recursive --format png --json
+
+      deblurcli deblur photo.jpg --model resunet@synth-v1 --tile 512 -o sharp.jpg
     """
     from deblurcli.cli._batch import exit_code, reports_as_json, run_batch, summarize
     from deblurcli.cli._paths import collect_inputs, plan_outputs, resolve_conflicts
 
+    if method is not None:
+        if model is not None:
+            raise UsageError("give --method (a family's default checkpoint) or --model (an exact "
+                             "checkpoint), not both")
+        methods.get(method, "network")
     tile_setting = opt.parse_tile(tile)
     depth = opt.parse_bit_depth(bit_depth)
     jobs = plan_outputs(
@@ -57,18 +68,21 @@ def deblur(
 
     import torch
 
-    from deblurcli.engine import load_model, load_model_table
+    from deblurcli.engine import load_method, load_model, load_model_table
     from deblurcli.errors import ModelUnavailableError
 
-    ref = model or load_model_table().default
-    if ref is None:
-        raise ModelUnavailableError(
-            "no default model is shipped with this version; "
-            "pass --model NAME or a .safetensors path"
-        )
-    restorer = load_model(
-        ref, device=device, precision=precision, offline=offline, cache_dir=cache_dir
-    )
+    settings: dict[str, Any] = {"device": device, "precision": precision, "offline": offline,
+                                "cache_dir": cache_dir}
+    if method is not None:
+        restorer = load_method(method, **settings)
+    else:
+        ref = model or load_model_table().default
+        if ref is None:
+            raise ModelUnavailableError(
+                "no default model is shipped with this version; "
+                "pass --method NAME, --model NAME@TAG or a .safetensors path"
+            )
+        restorer = load_model(ref, **settings)
     info(f"model {restorer.name} on {restorer.device} ({restorer.precision})", quiet=quiet)
 
     def process(image: Any, on_tiles: Any) -> tuple[Any, dict[str, Any]]:

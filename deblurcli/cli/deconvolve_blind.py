@@ -7,13 +7,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from deblurcli import __version__
+from deblurcli import __version__, methods
 from deblurcli.cli import _options as opt
 from deblurcli.cli._console import err_console, info, print_json, progress_enabled, warn
 
-METHOD_HELP = (
-    "vdip-sparse (default), vdip-extreme, vdip-std, dip (SelfDeblur), dip-sparse, dip-extreme."
-)
+METHOD_HELP = "Blind method: " + methods.listing("blind") + "."
 PRESET_HELP = (
     "fast: coarse-to-fine variational kernel estimate + non-blind solve (seconds to minutes); "
     "paper: the published networks and 5,000-step schedule (hours per image on a CPU)."
@@ -27,10 +25,13 @@ SIZE_HELP = (
 def deconvolve_blind(
     inputs: opt.InputsArg,
     output: opt.OutputOpt = None,
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "vdip-sparse",
-    preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "fast",
-    kernel_size: Annotated[Optional[str], typer.Option("--kernel-size", help=SIZE_HELP)] = None,
-    iters: Annotated[Optional[int], typer.Option(min=0, help=(
+    method: Annotated[str, typer.Option(metavar="NAME", help=METHOD_HELP)] = (
+        methods.DEFAULT_METHOD["blind"]),
+    preset: Annotated[str, typer.Option(metavar="fast|paper", help=PRESET_HELP)] = "fast",
+    kernel_size: Annotated[Optional[str], typer.Option("--kernel-size", metavar="N|HxW",
+                                                       help=SIZE_HELP)] = None,
+    iters: Annotated[Optional[int], typer.Option("--iterations", "--iters", min=0, metavar="N",
+                                                 help=(
         "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
     restarts: Annotated[int, typer.Option(min=0, help=(
@@ -39,7 +40,8 @@ def deconvolve_blind(
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
-    param: Annotated[Optional[list[str]], typer.Option("--param", help=(
+    kernel_convention: opt.KernelConventionOpt = "convolve",
+    param: Annotated[Optional[list[str]], typer.Option("--param", metavar="KEY=VALUE", help=(
         "Config override KEY=VALUE (repeatable), e.g. prefit=0, kernel_prior_weight=1, "
         "refine=collapse (paper) or alpha=1, outer=50 (fast)."))] = None,
     device: opt.DeviceOpt = "auto",
@@ -55,7 +57,8 @@ def deconvolve_blind(
 ) -> None:
     """Blind deconvolution: recover the sharp photo and its camera-shake kernel.
 
-    Kernels are saved in true-convolution orientation, centred and summing to 1.
+    Kernels are saved centred, summing to 1, at the size asked for (--kernel-size), in
+    true-convolution orientation (--kernel-convention correlate writes them rotated by 180°).
 
     Examples:
 
@@ -76,10 +79,9 @@ def deconvolve_blind(
         resolve_conflicts,
     )
     from deblurcli.optim.blind import default_kernel_size, parse_kernel_size, parse_overrides
-    from deblurcli.optim.vdip import METHODS
 
-    if method not in METHODS:
-        raise typer.BadParameter(f"use one of {', '.join(METHODS)}", param_hint="--method")
+    methods.get(method, "blind")
+    opt.check_convention(kernel_convention)
     if preset not in ("fast", "paper"):
         raise typer.BadParameter("use fast or paper", param_hint="--preset")
     size = parse_kernel_size(kernel_size) if kernel_size else None
@@ -124,8 +126,11 @@ def deconvolve_blind(
             bar.remove_task(task)
         png, exact = kernels[Path(image.source).resolve()]
         png.parent.mkdir(parents=True, exist_ok=True)
-        write_kernel(png, out.kernel)
-        write_kernel(exact, out.kernel)
+        written = opt.orient_kernel(out.kernel, kernel_convention)
+        write_kernel(png, written)
+        write_kernel(exact, written)
+        info(f"{image.source}: wrote kernel {written.shape[0]}x{written.shape[1]} to {exact}",
+             quiet=quiet)
         for message in out.details.get("warnings", []):
             warn(f"{image.source}: {message}")
         return image.with_pixels(out.image), {**out.details, "kernel_png": str(png),

@@ -81,7 +81,7 @@ def run_tiled(
     fn: TileFn,
     x: Tensor,
     *,
-    tile: int,
+    tile: int | tuple[int, int],
     overlap: int,
     multiple: int = 1,
     out_channels: int | None = None,
@@ -89,30 +89,37 @@ def run_tiled(
 ) -> Tensor:
     """Apply ``fn`` tile by tile and blend the results into one image.
 
+    This is the package's one tiler: the Restorer (networks) and the non-blind solvers of
+    :mod:`deblurcli.deconv` both use it.
+
     Args:
         fn: The per-tile computation.
         x: Input whose H and W are multiples of ``multiple``.
-        tile: Maximum tile height/width (rounded to ``multiple``).
+        tile: Maximum tile side, or ``(height, width)`` (rounded to ``multiple``).
         overlap: Pixels shared by neighbouring tiles.
         multiple: Tile sizes and starts are multiples of this.
         out_channels: Channels of ``fn``'s output (default: same as input).
         on_progress: Called with (tiles done, tiles total).
 
     Shape:
-        - x: :math:`(N, C, H, W)`; returns :math:`(N, C', H, W)` float32 on x's device.
+        - x: :math:`(N, C, H, W)`; returns :math:`(N, C', H, W)` on x's device, float64 when
+          ``x`` is float64, else float32.
     """
     n, c, h, w = x.shape
-    tile = max(multiple, (tile // multiple) * multiple)
-    rows, cols = plan_axis(h, tile, overlap, multiple), plan_axis(w, tile, overlap, multiple)
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    tile_h, tile_w = (max(multiple, (t // multiple) * multiple) for t in (tile_h, tile_w))
+    rows = plan_axis(h, tile_h, overlap, multiple)
+    cols = plan_axis(w, tile_w, overlap, multiple)
     row_w, col_w = axis_weights(rows), axis_weights(cols)
-    out = torch.zeros(n, out_channels or c, h, w, dtype=torch.float32, device=x.device)
-    norm = torch.zeros(1, 1, h, w, dtype=torch.float32, device=x.device)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = torch.zeros(n, out_channels or c, h, w, dtype=dtype, device=x.device)
+    norm = torch.zeros(1, 1, h, w, dtype=dtype, device=x.device)
     total, done = len(rows.starts) * len(cols.starts), 0
     for top, wy in zip(rows.starts, row_w, strict=False):
         for left, wx in zip(cols.starts, col_w, strict=False):
             patch = x[:, :, top : top + rows.size, left : left + cols.size]
-            result = fn(patch).to(torch.float32)
-            weight = (wy[:, None] * wx[None, :]).to(torch.float32).to(x.device)
+            result = fn(patch).to(dtype)
+            weight = (wy[:, None] * wx[None, :]).to(dtype).to(x.device)
             out[:, :, top : top + rows.size, left : left + cols.size] += result * weight
             norm[:, :, top : top + rows.size, left : left + cols.size] += weight
             done += 1

@@ -103,44 +103,20 @@ def parse_overrides(preset: str, items: list[str] | None) -> dict[str, Any]:
 
     Keys are fields of :class:`~deblurcli.optim.vdip.VDIPConfig` (paper) or
     :class:`~deblurcli.optim.fast.FastConfig` (fast); values are cast to the field's type
-    (bool: true/false, tuples: comma-separated).
+    (bool: true/false, tuples: comma-separated) by :func:`deblurcli.methods.parse_params`.
 
     Raises:
         BlindDeconvolutionError: malformed item, unknown key or bad value.
     """
-    import dataclasses
-
+    from deblurcli.errors import UsageError
+    from deblurcli.methods import parse_params, schema_of
     from deblurcli.optim.vdip import VDIPConfig
 
-    fields = {f.name: f for f in dataclasses.fields(FastConfig if preset == "fast" else VDIPConfig)}
-    defaults: Any = FastConfig() if preset == "fast" else VDIPConfig()
-    fixed = {"method", "kernel_size", "net", "nonblind_params"}
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields or key in fixed:
-            known = ", ".join(sorted(set(fields) - fixed))
-            raise BlindDeconvolutionError(
-                f"--param {item!r}: use KEY=VALUE with KEY one of {known}")
-        current = getattr(defaults, key)
-        try:
-            if isinstance(current, bool):
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                value: Any = raw.lower() in ("true", "1", "yes")
-            elif isinstance(current, tuple):
-                value = tuple(int(v) for v in raw.split(",") if v.strip())
-            elif isinstance(current, int):
-                value = int(raw)
-            elif isinstance(current, float) or current is None:
-                value = float(raw)
-            else:
-                value = raw
-        except ValueError:
-            raise BlindDeconvolutionError(f"--param {item!r}: bad value for {key}") from None
-        out[key] = value
-    return out
+    schema = schema_of(FastConfig() if preset == "fast" else VDIPConfig())
+    try:
+        return parse_params(items, schema, reserved=("method", "kernel_size"))
+    except UsageError as exc:
+        raise BlindDeconvolutionError(str(exc)) from None
 
 
 def _to_y(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -289,25 +265,51 @@ _LEVIN_GT_TO_PRESET = {19: 17, 17: 15, 15: 13, 27: 27, 13: 11, 21: 19, 23: 21}
 """Ground-truth Levin09 kernel side → the size SelfDeblur's Levin script uses."""
 
 
-def bench_runner(preset: str, params: dict[str, Any], device: torch.device
+def bench_runner(method: str, params: dict[str, Any], device: torch.device
                  ) -> tuple[Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], str]:
     """A ``bench`` runner ``run(x, kernel) -> restored`` for :mod:`deblurcli.bench.methods`.
 
     The given (ground-truth) kernel is used **only for its size**, as the published scripts
     hard-code per-dataset sizes: Levin09 sides map to SelfDeblur's table (≈ ground truth − 2),
-    other kernels keep their size. ``params`` may set ``method``, ``kernel_size`` (overrides the
-    rule), ``iters``, ``seed`` and any preset field.
+    other kernels keep their size. ``params`` may set the blind options of the method table
+    (``preset``, ``kernel_size`` (overrides the rule), ``iterations``, ``seed``, ``restarts``)
+    and any field of the preset's config.
+
+    Raises:
+        BlindDeconvolutionError: unknown method, preset or parameter.
     """
+    import dataclasses
+
+    from deblurcli.errors import UsageError
+    from deblurcli.methods import TABLE, schema_of
+    from deblurcli.optim.vdip import VDIPConfig
+
+    if method not in METHODS:
+        raise BlindDeconvolutionError(f"unknown method {method!r}; use {', '.join(METHODS)}")
     params = dict(params)
-    method = str(params.pop("method", "vdip-sparse"))
+    preset = str(params.pop("preset", "fast"))
+    if preset not in PRESETS:
+        raise BlindDeconvolutionError(f"unknown preset {preset!r}; use fast or paper")
     fixed = params.pop("kernel_size", None)
-    iters = params.pop("iters", None)
+    iters = params.pop("iterations", None)
     seed = int(params.pop("seed", 0))
     restarts = int(params.pop("restarts", 0))
+    config_cls = FastConfig if preset == "fast" else VDIPConfig
+    fields = {f.name for f in dataclasses.fields(config_cls)} - {"method"}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        settable = set(schema_of(config_cls())) & fields
+        known = ", ".join([*TABLE[method].param_map, *sorted(settable)])
+        raise BlindDeconvolutionError(
+            f"{method} does not take {', '.join(unknown)}; it takes {known}")
+    try:
+        size_rule = None if fixed is None else parse_kernel_size(str(fixed))
+    except UsageError as exc:
+        raise BlindDeconvolutionError(str(exc)) from None
 
     def run(x: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
-        if fixed is not None:
-            size = parse_kernel_size(str(fixed))
+        if size_rule is not None:
+            size = size_rule
         elif kernel is not None:
             size = tuple(_LEVIN_GT_TO_PRESET.get(s, s + (s % 2 == 0)) for s in kernel.shape)
         else:

@@ -54,8 +54,10 @@ class FastConfig:
     kernel_size: tuple[int, int] = (31, 31)
     """Requested kernel size ``(h, w)``, odd."""
     kernel_margin: int = 6
-    """Extra rows/columns of kernel support during estimation (room to drift); the returned
-    kernel has ``kernel_size + kernel_margin``."""
+    """Extra rows/columns of kernel support during estimation (room to drift). The returned
+    kernel is cropped back to ``kernel_size`` after centring, unless more than
+    ``KEEP_MARGIN_MASS`` of its mass lies in the margin (then it keeps the margin, with a
+    warning that the blur is larger than the size asked for)."""
     image_model: str = "auto"
     """``pixels``: per-pixel Gaussian q(x) (μ, σ) solved by closed-form variational updates;
     ``generator``: the narrow skip-net fitted by Adam; ``auto``: pixels for the sparse-prior
@@ -146,8 +148,9 @@ class FastConfig:
         return "pixels" if self.method in PIXEL_METHODS else "generator"
 
 
-PIXEL_METHODS = ("vdip-sparse", "dip-sparse")
-"""Methods the per-pixel variational solver implements (with σ, and its σ ≡ 0 MAP ablation)."""
+PIXEL_METHODS = tuple(m for m in METHODS if _TRAITS[m][1] == "sparse")
+"""Methods the per-pixel variational solver implements, the sparse-prior ones (``vdip-sparse``
+with σ, and ``dip-sparse``, its σ ≡ 0 MAP ablation)."""
 
 
 @dataclass
@@ -471,6 +474,12 @@ def fast_fit(
         torch.set_num_threads(threads)
     warnings: list[str] = []
     kernel, _ = ops.center_kernel(kernel)
+    kernel, spill = _crop_kernel(kernel, cfg.kernel_size)
+    if spill is not None:
+        warnings.append(
+            f"{spill:.0%} of the kernel lies outside the requested {cfg.kernel_size[0]}x"
+            f"{cfg.kernel_size[1]}; kept {kernel.shape[0]}x{kernel.shape[1]}; try a larger "
+            "--kernel-size")
     collapse = ("delta-kernel",) if float(kernel.max()) > 0.9 else ()
     if collapse:
         warnings.append(f"kernel collapsed to a near-delta (max {float(kernel.max()):.2f}); "
@@ -484,6 +493,26 @@ def fast_fit(
         image=image, kernel=kernel.double().cpu().numpy(), crop_box=box, levels=levels,
         warnings=warnings, seconds=time.perf_counter() - started, collapse=collapse,
     )
+
+
+KEEP_MARGIN_MASS = 0.02
+"""Kernel mass in the estimation margin above which the margin is kept (see ``kernel_margin``)."""
+
+
+def _crop_kernel(kernel: Tensor, size: tuple[int, int]) -> tuple[Tensor, float | None]:
+    """Crop a centred kernel to ``size`` (renormalised); or keep it, returning the spilled mass.
+
+    Shape:
+        - kernel: :math:`(h + m, w + m)`; output: :math:`(h, w)` unless kept.
+    """
+    kh, kw = kernel.shape
+    h, w = min(size[0], kh), min(size[1], kw)
+    top, left = (kh - h) // 2, (kw - w) // 2
+    inner = kernel[top : top + h, left : left + w]
+    spill = 1.0 - float(inner.sum() / kernel.sum())
+    if spill > KEEP_MARGIN_MASS:
+        return kernel, spill
+    return inner / inner.sum(), None
 
 
 def _vote(kernel: Tensor, levels: list[dict[str, object]], y_full: Tensor, shape: tuple[int, int],

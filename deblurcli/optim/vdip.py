@@ -35,6 +35,7 @@ from deblurcli.archs.dip_nets import (
     min_input_size,
 )
 from deblurcli.errors import UsageError
+from deblurcli.methods import names as method_names
 from deblurcli.optim import ops
 
 __all__ = [
@@ -50,11 +51,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Method = Literal["vdip-sparse", "vdip-extreme", "vdip-std", "dip", "dip-sparse", "dip-extreme"]
-METHODS: tuple[str, ...] = (
-    "vdip-sparse", "vdip-extreme", "vdip-std", "dip", "dip-sparse", "dip-extreme",
-)
-"""Method names (CLI spelling). ``vdip-sparse`` is the default: best in the paper's tables."""
+METHODS: tuple[str, ...] = tuple(method_names("blind"))
+"""Method names (CLI spelling), from the method table (:mod:`deblurcli.methods`, kind ``blind``).
+``vdip-sparse`` is the default: best in the paper's tables."""
 
 # method → (σ head, image prior, entropy + kernel prior in the variational phase)
 _TRAITS: dict[str, tuple[bool, str | None, bool]] = {
@@ -65,6 +64,8 @@ _TRAITS: dict[str, tuple[bool, str | None, bool]] = {
     "dip-extreme": (False, "extreme", True),
     "dip": (False, None, False),
 }
+if set(_TRAITS) != set(METHODS):  # a blind row of the table without an implementation
+    raise RuntimeError(f"vdip implements {sorted(_TRAITS)}, the method table lists {METHODS}")
 
 
 class BlindDeconvolutionError(UsageError):
