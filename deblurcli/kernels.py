@@ -386,11 +386,14 @@ def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
     return kernel
 
 
-def write_kernel(path: str | os.PathLike[str], kernel: np.ndarray) -> None:
-    """Write a kernel atomically: ``.png`` 8-bit scaled to its maximum (for viewing; reading it
-    back gives the kernel up to 8-bit rounding), ``.txt`` with exact ``repr`` floats, ``.npy``
-    exact.
+def encode_kernel(path: str | os.PathLike[str], kernel: np.ndarray) -> bytes:
+    """The bytes :func:`write_kernel` writes for ``path``'s suffix (nothing is written).
+
+    Raises:
+        KernelError: not a finite 2-D kernel, or a suffix other than .png, .txt or .npy.
     """
+    import io
+
     path = Path(path)
     kernel = np.asarray(kernel, dtype=np.float64)
     if kernel.ndim != 2 or not np.all(np.isfinite(kernel)):
@@ -398,19 +401,31 @@ def write_kernel(path: str | os.PathLike[str], kernel: np.ndarray) -> None:
     suffix = path.suffix.lower()
     if suffix not in {".png", ".txt", ".npy"}:
         raise KernelError(f"{path}: kernel files are written as .png, .txt or .npy")
-    with atomic_path(path) as tmp:
-        if suffix == ".png":
-            from PIL import Image
+    buffer = io.BytesIO()
+    if suffix == ".png":
+        from PIL import Image
 
-            peak = kernel.max()
-            scaled = kernel / peak if peak > 0 else kernel
-            Image.fromarray(np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)).save(tmp)
-        elif suffix == ".txt":
-            lines = (" ".join(repr(float(v)) for v in row) for row in kernel)
-            tmp.write_text("\n".join(lines) + "\n")
-        else:
-            with open(tmp, "wb") as handle:
-                np.save(handle, kernel, allow_pickle=False)
+        peak = kernel.max()
+        scaled = kernel / peak if peak > 0 else kernel
+        Image.fromarray(np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)).save(
+            buffer, format="PNG")
+    elif suffix == ".txt":
+        lines = (" ".join(repr(float(v)) for v in row) for row in kernel)
+        buffer.write(("\n".join(lines) + "\n").encode())
+    else:
+        np.save(buffer, kernel, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_kernel(path: str | os.PathLike[str], kernel: np.ndarray, *,
+                 overwrite: bool = True) -> None:  # fmt: skip
+    """Write a kernel atomically: ``.png`` 8-bit scaled to its maximum (for viewing; reading it
+    back gives the kernel up to 8-bit rounding), ``.txt`` with exact ``repr`` floats, ``.npy``
+    exact. Without ``overwrite`` an existing file is never replaced (``FileExistsError``).
+    """
+    data = encode_kernel(path, kernel)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
 
 
 def center_of_mass(kernel: np.ndarray) -> tuple[float, float]:
@@ -427,6 +442,7 @@ __all__ = [
     "MAX_KERNEL_SIZE",
     "center_of_mass",
     "disk_kernel",
+    "encode_kernel",
     "gaussian_kernel",
     "motion_kernel",
     "random_kernel",

@@ -156,14 +156,11 @@ def test_models_list_and_info_json(model_table: Path, capsys) -> None:
 def test_interrupt_exits_130_and_leaves_no_partial_file(
     model_table: Path, batch_folder: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    def interrupted_encoder(path, image, **kwargs):
-        from deblurcli._atomic import atomic_path
+    def interrupted_fsync(path):  # Ctrl-C while the first result is on its way to the disk
+        assert path.stat().st_size > 0
+        raise KeyboardInterrupt
 
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(b"half an image")
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr("deblurcli.io.write_image", interrupted_encoder)
+    monkeypatch.setattr("deblurcli._atomic._fsync", interrupted_fsync)
     out_dir = tmp_path / "out"
     code, _, _ = run_cli(["deblur", str(batch_folder), "-o", str(out_dir)], capsys)
     assert code == 130

@@ -6,6 +6,7 @@ or ``--no-progress``/``--quiet`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,10 +21,23 @@ if not err_console.is_terminal and "COLUMNS" not in os.environ:
     err_console.width = 132  # logs and pipes: don't squeeze tables into 80 columns
 
 
-def print_json(document: Any) -> None:
-    """Write one machine-readable JSON document to stdout (and only this goes to stdout)."""
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
-    sys.stdout.flush()
+def print_json(document: Any) -> bool:
+    """Write one machine-readable JSON document to stdout (and only this goes to stdout).
+
+    A reader that has gone away (``| head``, a closed pipe) costs a warning line on stderr, not
+    a traceback: stdout is pointed at ``os.devnull`` so the interpreter's final flush is quiet,
+    and the command keeps its own exit code. Returns whether the document was delivered.
+    """
+    try:
+        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        warn("stdout was closed before the JSON summary could be written")
+        return False
+    return True
 
 
 def warn(message: str) -> None:

@@ -150,3 +150,12 @@ def read_kernel_file(path: Path | str, convention: str) -> Any:
 
     return orient_kernel(read_kernel(path), convention)
 
+
+ShardOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--shard", metavar="K/N",
+        help="Process only shard K of N (1 ≤ K ≤ N): a deterministic split by file path, so N "
+        "processes or machines (a SLURM array, a Kubernetes indexed job) cover a batch once.",
+    ),
+]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
+from deblurcli.cli import _options as opt
 from deblurcli.cli._console import info
 from deblurcli.errors import UsageError
 
@@ -18,16 +19,8 @@ KERNEL_HELP = (
 
 
 def blur(
-    input_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="IN", exists=True, dir_okay=False, show_default=False,
-            help="Sharp input image.",
-        ),
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", show_default=False, help="Blurred output image.")
-    ],
+    inputs: opt.InputsArg,
+    output: opt.OutputOpt = None,
     kernel: Annotated[str, typer.Option("--kernel", "-k", help=KERNEL_HELP)] = "motion",
     kernel_size: Annotated[
         int, typer.Option("--kernel-size", min=5, help="Odd side of generated kernels (pixels).")
@@ -45,9 +38,22 @@ def blur(
     ] = "reflect",
     save_kernel: Annotated[
         Optional[Path],
-        typer.Option("--save-kernel", help="Also write the kernel (.png view, .txt/.npy exact)."),
+        typer.Option("--save-kernel", help="Also write the kernel (.png view, .txt/.npy exact); "
+                     "a folder with several inputs (<output stem>_kernel.txt)."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    recursive: opt.RecursiveOpt = False,
+    suffix: opt.SuffixOpt = None,
+    fmt: opt.FormatOpt = "auto",
+    quality: opt.QualityOpt = 95,
+    bit_depth: opt.BitDepthOpt = "same",
+    skip_existing: opt.SkipExistingOpt = False,
+    overwrite: opt.OverwriteOpt = False,
+    fail_fast: opt.FailFastOpt = False,
+    max_pixels: opt.MaxPixelsOpt = None,
+    json_output: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+    no_progress: opt.NoProgressOpt = False,
+    shard: opt.ShardOpt = None,
 ) -> None:
     """Blur a sharp image with a random or given kernel, then optionally add noise and JPEG.
 
@@ -63,38 +69,56 @@ def blur(
 
       deblurcli blur in.png -o out.png --kernel levin_k1.txt --boundary wrap
     """
-    targets = [output] + ([save_kernel] if save_kernel is not None else [])
-    for target in targets:
-        if target.exists() and not overwrite:
-            raise UsageError(f"{target} exists; pass --overwrite to replace it")
-    if save_kernel is not None and save_kernel.resolve() == output.resolve():
-        raise UsageError("--save-kernel and --output name the same file")
+    from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
+
     if kernel_size % 2 == 0:
         raise UsageError(f"--kernel-size must be odd, got {kernel_size}")
 
     import numpy as np
 
-    from deblurcli import degrade, io, kernels
+    from deblurcli import degrade, kernels
 
     streams = np.random.SeedSequence(seed).spawn(2)  # kernel and noise drawn independently
-    kernel_rng, noise_rng = (np.random.default_rng(s) for s in streams)
+    protected: tuple[Path, ...] = ()
     if kernel in kernels.KERNEL_KINDS:
-        k = kernels.random_kernel(kernel_rng, kinds=(kernel,), max_size=kernel_size)
+        k = kernels.random_kernel(np.random.default_rng(streams[0]), kinds=(kernel,),
+                                  max_size=kernel_size)  # fmt: skip
         what = f"{kernel} {kernel_size}×{kernel_size}, seed {seed}"
     else:
-        if not Path(kernel).is_file():
+        if not Path(kernel).exists():
             raise UsageError(f"--kernel {kernel!r} is neither {', '.join(kernels.KERNEL_KINDS)} "
                              "nor an existing kernel file")
         k = kernels.read_kernel(kernel)
+        protected = (Path(kernel),)
         what = f"{kernel} {k.shape[0]}×{k.shape[1]}"
 
-    image = io.read_image(input_path)
-    pixels = degrade.convolve(image.pixels, k, boundary=boundary)
-    if noise > 0:
-        pixels = degrade.add_gaussian_noise(pixels, noise, noise_rng)
-    if jpeg is not None:
-        pixels = degrade.jpeg_degrade(pixels, jpeg)
-    io.write_image(output, image.with_pixels(np.clip(pixels, 0.0, 1.0)))
-    if save_kernel is not None:
-        kernels.write_kernel(save_kernel, k)
-    info(f"wrote {output} (kernel {what}, noise σ={noise:g}, boundary {boundary})")
+    def kernel_file(job: Any, n_jobs: int) -> dict[str, Path]:
+        if save_kernel is None:
+            return {}
+        if n_jobs > 1 or save_kernel.is_dir() or not save_kernel.suffix:
+            return {"kernel": save_kernel / f"{job.output.stem}_kernel.txt"}
+        if save_kernel.suffix.lower() not in (".png", ".txt", ".npy"):
+            raise UsageError(f"--save-kernel {save_kernel}: use a .png, .txt or .npy file")
+        return {"kernel": save_kernel}
+
+    options = BatchOptions(
+        output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
+        bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,
+        overwrite=overwrite, fail_fast=fail_fast, max_pixels=max_pixels, json=json_output,
+        quiet=quiet, no_progress=no_progress, shard=shard,
+    )
+    batch = plan_batch("blur", inputs, options, default_suffix="_blurred", extras=kernel_file,
+                       protected=protected)
+
+    def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
+        pixels = degrade.convolve(image.pixels, k, boundary=boundary)
+        if noise > 0:  # a fresh generator per image: the same input gives the same result
+            pixels = degrade.add_gaussian_noise(pixels, noise, np.random.default_rng(streams[1]))
+        if jpeg is not None:
+            pixels = degrade.jpeg_degrade(pixels, jpeg)
+        extras = {role: kernels.encode_kernel(path, k) for role, path in job.extras.items()}
+        return ItemResult(image.with_pixels(np.clip(pixels, 0.0, 1.0)), extras=extras)
+
+    info(f"kernel {what}, noise σ={noise:g}, boundary {boundary}", quiet=quiet)
+    header = {"kernel": what, "noise": noise, "jpeg": jpeg, "boundary": boundary, "seed": seed}
+    raise typer.Exit(run_batch(batch, process, header=header))

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from deblurcli import __version__, methods
+from deblurcli import methods
 from deblurcli.cli import _options as opt
-from deblurcli.cli._console import info, print_json, progress_enabled
+from deblurcli.cli._console import info
 from deblurcli.errors import UsageError
 
 
@@ -37,6 +37,7 @@ def deblur(
     json_output: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
     no_progress: opt.NoProgressOpt = False,
+    shard: opt.ShardOpt = None,
 ) -> None:
     """Deblur photos with a pretrained network.
 
@@ -50,8 +51,7 @@ def deblur(
 
       deblurcli deblur photo.jpg --model resunet@synth-v1 --tile 512 -o sharp.jpg
     """
-    from deblurcli.cli._batch import exit_code, reports_as_json, run_batch, summarize
-    from deblurcli.cli._paths import collect_inputs, plan_outputs, resolve_conflicts
+    from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
 
     if method is not None:
         if model is not None:
@@ -59,12 +59,13 @@ def deblur(
                              "checkpoint), not both")
         methods.get(method, "network")
     tile_setting = opt.parse_tile(tile)
-    depth = opt.parse_bit_depth(bit_depth)
-    jobs = plan_outputs(
-        collect_inputs(inputs, recursive=recursive), output, suffix=suffix, fmt=fmt,
-        recursive=recursive,
+    options = BatchOptions(
+        output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
+        bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,
+        overwrite=overwrite, fail_fast=fail_fast, max_pixels=max_pixels, json=json_output,
+        quiet=quiet, no_progress=no_progress, shard=shard,
     )
-    todo, skipped = resolve_conflicts(jobs, overwrite=overwrite, skip_existing=skip_existing)
+    batch = plan_batch("deblur", inputs, options)
 
     import torch
 
@@ -85,36 +86,14 @@ def deblur(
         restorer = load_model(ref, **settings)
     info(f"model {restorer.name} on {restorer.device} ({restorer.precision})", quiet=quiet)
 
-    def process(image: Any, on_tiles: Any) -> tuple[Any, dict[str, Any]]:
+    def process(job: Any, image: Any, on_tiles: Any) -> ItemResult:
         x = torch.from_numpy(image.pixels).permute(2, 0, 1).unsqueeze(0)
         y = restorer(x, tile=tile_setting, overlap=tile_overlap, on_progress=on_tiles)
         stats = restorer.last_run
         details = {"tile": stats.tile, "tile_retries": stats.tile_retries,
                    "fp32_fallbacks": stats.fp32_fallbacks}
-        return image.with_pixels(y[0].permute(1, 2, 0).numpy()), details
+        return ItemResult(image.with_pixels(y[0].permute(1, 2, 0).numpy()), details=details)
 
-    reports: list[Any] = []
-    interrupted = False
-    try:
-        run_batch(
-            todo, skipped, process, reports, max_pixels=max_pixels, bit_depth=depth,
-            quality=quality, fail_fast=fail_fast,
-            show_progress=progress_enabled(no_progress, quiet), quiet=quiet,
-        )
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        if json_output:
-            print_json({
-                "version": __version__,
-                "command": "deblur",
-                "model": {"name": restorer.name, **restorer.provenance},
-                "device": str(restorer.device),
-                "precision": restorer.precision,
-                "tile": tile,
-                "interrupted": interrupted,
-                "items": reports_as_json(reports),
-                "summary": summarize(reports),
-            })
-    raise typer.Exit(exit_code(reports))
+    header = {"model": {"name": restorer.name, **restorer.provenance},
+              "device": str(restorer.device), "precision": restorer.precision, "tile": tile}
+    raise typer.Exit(run_batch(batch, process, header=header))

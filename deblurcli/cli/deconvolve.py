@@ -1,34 +1,29 @@
-"""`deblurcli deconvolve`: non-blind deconvolution of one image with a known kernel."""
+"""`deblurcli deconvolve`: non-blind deconvolution of images with a known kernel."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from deblurcli import methods
 from deblurcli.cli import _options as opt
-from deblurcli.cli._console import info, print_json
-from deblurcli.cli._options import DeviceOpt, JsonOpt, OverwriteOpt, QuietOpt
+from deblurcli.cli._console import info
+from deblurcli.cli._options import DeviceOpt
 from deblurcli.errors import UsageError
 
+
 def deconvolve(
-    input_path: Annotated[
-        Path,
-        typer.Argument(metavar="IN", exists=True, dir_okay=False, show_default=False,
-                       help="Blurred input image."),
-    ],
+    inputs: opt.InputsArg,
     kernel: Annotated[
         Path,
         typer.Option("--kernel", "-k", exists=True, dir_okay=False, show_default=False,
                      help="Blur kernel: .png/.jpg (normalised by its sum), .txt/.csv, .npy; "
                      "centre at (h//2, w//2), oriented as --kernel-convention says."),
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", show_default=False, help="Deblurred output image.")
-    ],
+    output: opt.OutputOpt = None,
     method: Annotated[str, typer.Option("--method", "-M", metavar="NAME", help=(
         "Solver: " + methods.listing("non-blind") + "."))] = methods.DEFAULT_METHOD["non-blind"],
     weight: Annotated[
@@ -53,9 +48,19 @@ def deconvolve(
     param: Annotated[Optional[list[str]], typer.Option("--param", metavar="KEY=VALUE", help=(
         "Any other solver option (repeatable), e.g. boundary=wrap, cg_iterations=5."))] = None,
     device: DeviceOpt = "auto",
-    overwrite: OverwriteOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
+    recursive: opt.RecursiveOpt = False,
+    suffix: opt.SuffixOpt = None,
+    fmt: opt.FormatOpt = "auto",
+    quality: opt.QualityOpt = 95,
+    bit_depth: opt.BitDepthOpt = "same",
+    skip_existing: opt.SkipExistingOpt = False,
+    overwrite: opt.OverwriteOpt = False,
+    fail_fast: opt.FailFastOpt = False,
+    max_pixels: opt.MaxPixelsOpt = None,
+    json_out: opt.JsonOpt = False,
+    quiet: opt.QuietOpt = False,
+    no_progress: opt.NoProgressOpt = False,
+    shard: opt.ShardOpt = None,
 ) -> None:
     """Deconvolve a blurred image with a known blur kernel (non-blind).
 
@@ -76,10 +81,8 @@ def deconvolve(
       deblurcli deconvolve examples/levin_im1_kernel2_blurry.png
       --kernel examples/levin_kernel2.txt --kernel-convention correlate -o out/levin.png
     """
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it")
-    if output.resolve() == input_path.resolve():
-        raise UsageError("--output must differ from the input")
+    from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
+
     spec = methods.get(method, "non-blind")
     convention = "correlate" if rotate_kernel else opt.check_convention(kernel_convention)
     chosen = {"weight": weight, "alpha": alpha, "iterations": iterations, "tv_weight": tv_weight}
@@ -95,20 +98,30 @@ def deconvolve(
     import numpy as np
     import torch
 
-    from deblurcli import deconv, io
+    from deblurcli import deconv
     from deblurcli.engine.device import resolve_device
 
     k = opt.read_kernel_file(kernel, convention)
-    image = io.read_image(input_path)
+    options = BatchOptions(
+        output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
+        bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,
+        overwrite=overwrite, fail_fast=fail_fast, max_pixels=max_pixels, json=json_out,
+        quiet=quiet, no_progress=no_progress, shard=shard,
+    )
+    batch = plan_batch("deconvolve", inputs, options, default_suffix="_deconvolved",
+                       protected=(kernel,))
     torch_device = resolve_device(device)
-    x = torch.from_numpy(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))[None]
-    start = time.perf_counter()
-    y = deconv.deconvolve(x.to(torch_device), torch.from_numpy(k), method=method, **params)
-    seconds = time.perf_counter() - start
-    io.write_image(output, image.with_pixels(y[0].cpu().numpy().transpose(1, 2, 0)))
-    info(f"wrote {output} ({method}, kernel {k.shape[0]}×{k.shape[1]}, {seconds:.2f} s on "
-         f"{torch_device})", quiet=quiet)
-    if json_out:
-        print_json({"input": str(input_path), "output": str(output), "method": method,
-                    "params": params, "kernel": str(kernel), "device": str(torch_device),
-                    "seconds": seconds})
+    kernel_tensor = torch.from_numpy(k)
+
+    def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
+        x = torch.from_numpy(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))[None]
+        start = time.perf_counter()
+        y = deconv.deconvolve(x.to(torch_device), kernel_tensor, method=method, **params)
+        seconds = time.perf_counter() - start
+        return ItemResult(image.with_pixels(y[0].cpu().numpy().transpose(1, 2, 0)),
+                          details={"solve_seconds": round(seconds, 3)})
+
+    info(f"{method}, kernel {k.shape[0]}×{k.shape[1]} on {torch_device}", quiet=quiet)
+    header = {"method": method, "params": params, "kernel": str(kernel),
+              "device": str(torch_device)}
+    raise typer.Exit(run_batch(batch, process, header=header))

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from deblurcli import __version__, methods
+from deblurcli import methods
 from deblurcli.cli import _options as opt
-from deblurcli.cli._console import err_console, info, print_json, progress_enabled, warn
+from deblurcli.cli._console import err_console, info, progress_enabled, warn
 
 METHOD_HELP = "Blind method: " + methods.listing("blind") + "."
 PRESET_HELP = (
@@ -48,12 +48,16 @@ def deconvolve_blind(
     recursive: opt.RecursiveOpt = False,
     suffix: opt.SuffixOpt = None,
     fmt: opt.FormatOpt = "auto",
+    quality: opt.QualityOpt = 95,
+    bit_depth: opt.BitDepthOpt = "same",
     skip_existing: opt.SkipExistingOpt = False,
     overwrite: opt.OverwriteOpt = False,
     fail_fast: opt.FailFastOpt = False,
+    max_pixels: opt.MaxPixelsOpt = None,
     json_output: opt.JsonOpt = False,
     quiet: opt.QuietOpt = False,
     no_progress: opt.NoProgressOpt = False,
+    shard: opt.ShardOpt = None,
 ) -> None:
     """Blind deconvolution: recover the sharp photo and its camera-shake kernel.
 
@@ -70,14 +74,8 @@ def deconvolve_blind(
 
     Presets, methods, every --param and measured quality: docs/blind.md.
     """
-    from deblurcli.cli._batch import exit_code, reports_as_json, run_batch, summarize
-    from deblurcli.cli._paths import (
-        collect_inputs,
-        kernel_paths,
-        plan_outputs,
-        refuse_existing_kernels,
-        resolve_conflicts,
-    )
+    from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
+    from deblurcli.cli._paths import kernel_paths
     from deblurcli.optim.blind import default_kernel_size, parse_kernel_size, parse_overrides
 
     methods.get(method, "blind")
@@ -86,17 +84,24 @@ def deconvolve_blind(
         raise typer.BadParameter("use fast or paper", param_hint="--preset")
     size = parse_kernel_size(kernel_size) if kernel_size else None
     overrides = parse_overrides(preset, param)
-    jobs = plan_outputs(collect_inputs(inputs, recursive=recursive), output, suffix=suffix,
-                        fmt=fmt, recursive=recursive)
-    kernels = {job.input.resolve(): kernel_paths(job.output, kernel_out, len(jobs)) for job in jobs}
-    todo, skipped = resolve_conflicts(jobs, overwrite=overwrite, skip_existing=skip_existing)
-    refuse_existing_kernels([kernels[j.input.resolve()] for j in todo], overwrite)
+    options = BatchOptions(
+        output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
+        bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,
+        overwrite=overwrite, fail_fast=fail_fast, max_pixels=max_pixels, json=json_output,
+        quiet=quiet, no_progress=no_progress, shard=shard,
+    )
+
+    def kernel_files(job: Any, n_jobs: int) -> dict[str, Path]:
+        png, exact = kernel_paths(job.output, kernel_out, n_jobs)
+        return {"kernel_png": png, "kernel": exact}
+
+    batch = plan_batch("deconvolve-blind", inputs, options, extras=kernel_files)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from deblurcli.engine.device import resolve_device
     from deblurcli.errors import UnsupportedImageError
-    from deblurcli.kernels import write_kernel
+    from deblurcli.kernels import encode_kernel
     from deblurcli.optim.blind import deconvolve_blind as run
     from deblurcli.optim.vdip import BlindDeconvolutionError
 
@@ -107,7 +112,7 @@ def deconvolve_blind(
                    TextColumn("{task.fields[loss]}"), TimeRemainingColumn(),
                    console=err_console, disable=not show, transient=True)
 
-    def process(image: Any, _tiles: Any) -> tuple[Any, dict[str, Any]]:
+    def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
         ksize, why = (size, "--kernel-size") if size else default_kernel_size(image.source, preset)
         info(f"{image.source}: kernel {ksize[0]}x{ksize[1]} ({why})", quiet=quiet)
         task = bar.add_task(str(getattr(image.source, "name", "image")), total=None, loss="")
@@ -124,30 +129,14 @@ def deconvolve_blind(
             raise UnsupportedImageError(f"{image.source}: {exc}") from exc
         finally:
             bar.remove_task(task)
-        png, exact = kernels[Path(image.source).resolve()]
-        png.parent.mkdir(parents=True, exist_ok=True)
+        png, exact = job.extras["kernel_png"], job.extras["kernel"]
         written = opt.orient_kernel(out.kernel, kernel_convention)
-        write_kernel(png, written)
-        write_kernel(exact, written)
-        info(f"{image.source}: wrote kernel {written.shape[0]}x{written.shape[1]} to {exact}",
+        info(f"{image.source}: kernel {written.shape[0]}x{written.shape[1]} → {exact}",
              quiet=quiet)
         for message in out.details.get("warnings", []):
             warn(f"{image.source}: {message}")
-        return image.with_pixels(out.image), {**out.details, "kernel_png": str(png),
-                                              "kernel": str(exact)}
+        files = {"kernel_png": encode_kernel(png, written), "kernel": encode_kernel(exact, written)}
+        return ItemResult(image.with_pixels(out.image), extras=files, details=out.details)
 
-    reports: list[Any] = []
-    interrupted = False
-    try:
-        run_batch(todo, skipped, process, reports, max_pixels=None, bit_depth="same", quality=95,
-                  fail_fast=fail_fast, show_progress=False, quiet=quiet)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        if json_output:
-            print_json({"version": __version__, "command": "deconvolve-blind", "method": method,
-                        "preset": preset, "seed": seed, "device": str(dev),
-                        "interrupted": interrupted, "items": reports_as_json(reports),
-                        "summary": summarize(reports)})
-    raise typer.Exit(exit_code(reports))
+    header = {"method": method, "preset": preset, "seed": seed, "device": str(dev)}
+    raise typer.Exit(run_batch(batch, process, header=header, progress=False))
