@@ -80,9 +80,13 @@ def test_cli_export_and_pack(
 ) -> None:
     import deblurcli.engine.zoo as zoo
 
-    monkeypatch.setattr(zoo, "MANIFEST_PATH", tmp_path / "w" / "manifest.json")
+    export = ["train", "export", str(run), "--name", "tiny", "--tag", "cli", "--default", "--json"]
+    monkeypatch.setattr(zoo, "CHECKOUT_WEIGHTS_DIR", None)  # as installed: never written to
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "export", str(run), "--name", "tiny", "--tag", "cli", "--default", "--json"])
+        main(export)
+    assert exit_info.value.code == 2 and "--weights-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*export, "--weights-dir", str(tmp_path / "w")])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 0, err
     assert json.loads(out)["name"] == "tiny" and "exported tiny@cli" in err

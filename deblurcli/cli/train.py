@@ -109,21 +109,34 @@ def export(
     gopro: Annotated[
         Path | None, typer.Option(help="Also measure on the X.png/X_gt.png pairs of this folder.")
     ] = None,
+    weights_dir: Annotated[
+        Path | None, typer.Option("--weights-dir", file_okay=False, metavar="DIR", help=(
+            "Folder of the model table to write to (default: weights/ of this source checkout; "
+            "required when deblurcli is installed, which is never written to)."))
+    ] = None,
     json_output: opt.JsonOpt = False,
 ) -> None:
-    """Write the run's newest checkpoint to deblurcli/weights/ with a manifest entry
+    """Write the run's newest checkpoint to weights/ with a manifest entry
     (sha256, arch config, command, data, steps, wall time, hardware, validation metrics).
 
-    Example:
+    Examples:
 
       deblurcli train export runs/resunet-synth --name resunet --tag synth-v1 --default
-      --gopro ../shared/data/gopro_dev
+
+      deblurcli train export runs/r --name resunet --tag v2 --weights-dir my-weights/
     """
+    from deblurcli.engine.zoo import CHECKOUT_WEIGHTS_DIR
+    from deblurcli.errors import UsageError
     from deblurcli.train.export import export_run
 
+    target = weights_dir or CHECKOUT_WEIGHTS_DIR
+    if target is None:
+        raise UsageError("deblurcli runs from an installed package, whose files are never "
+                         "written; pass --weights-dir DIR (then DEBLURCLI_MODEL_TABLE="
+                         "DIR/manifest.json makes the model usable)")
     entry: dict[str, Any] = export_run(
         run_dir, name=name, tag=tag, description=description, make_default=default,
-        use_ema=not raw, gopro_dir=gopro, on_progress=info,
+        use_ema=not raw, gopro_dir=gopro, on_progress=info, weights_dir=target,
     )  # fmt: skip
     info(f"exported {name}@{tag}: {entry['file']} (sha256 {entry['sha256'][:16]}…)")
     if json_output:

@@ -2,10 +2,15 @@
 
 A reference is one of:
 
-- ``name`` or ``name@tag`` — an entry of the model table (``deblurcli/weights/manifest.json``,
-  extended by the JSON file named in ``DEBLURCLI_MODEL_TABLE``). The file is taken from the
-  package's ``weights/`` folder when shipped there, otherwise downloaded from the Hugging Face Hub
-  at the entry's pinned 40-hex revision (``--offline``: from the local cache only).
+- ``name`` or ``name@tag`` — an entry of the model table (``weights/manifest.json``, extended by
+  the JSON file named in ``DEBLURCLI_MODEL_TABLE``). The file is taken from the shipped
+  ``weights/`` folder when it is there, otherwise downloaded from the Hugging Face Hub at the
+  entry's pinned 40-hex revision (``--offline``: from the local cache only).
+
+Shipped weights live in the top-level ``weights/`` folder of the source checkout; a wheel
+carries the same folder inside the package (``deblurcli/weights``), and :data:`WEIGHTS_DIR`
+finds whichever is there. ``train export`` writes only into a checkout (or ``--weights-dir``),
+never into an installed package.
 - a path to a local ``.safetensors`` file.
 
 Every file resolved from the table is checked against the sha256 and size recorded there; a
@@ -29,8 +34,27 @@ from deblurcli.errors import ChecksumMismatchError, ModelUnavailableError, Usage
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _source_checkout_weights() -> Path | None:
+    """``weights/`` beside the package when it runs from a source checkout (has pyproject)."""
+    root = _PACKAGE_DIR.parent
+    return root / "weights" if (root / "pyproject.toml").is_file() else None
+
+
+def _weights_dir() -> Path:
+    installed = _PACKAGE_DIR / "weights"  # where a wheel puts the top-level weights/ folder
+    if (installed / "manifest.json").is_file():
+        return installed
+    return _source_checkout_weights() or installed
+
+
+WEIGHTS_DIR = _weights_dir()
+"""The shipped weights: ``weights/`` of the checkout, or its copy inside an installed wheel."""
 MANIFEST_PATH = WEIGHTS_DIR / "manifest.json"
+CHECKOUT_WEIGHTS_DIR = _source_checkout_weights()
+"""Where ``train export`` writes by default: the checkout's ``weights/`` (None when installed)."""
 TABLE_ENV = "DEBLURCLI_MODEL_TABLE"
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -208,6 +232,37 @@ def _hub_download(
     except OSError as exc:
         raise ModelUnavailableError(
             f"model {entry.ref}: download of {where} failed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify_entry` found for one model."""
+
+    status: str
+    """``ok``, ``corrupt`` (size or sha256 differ) or ``missing`` (neither shipped nor cached)."""
+    path: Path | None
+    detail: str
+
+
+def verify_entry(entry: ModelEntry, *, cache_dir: Path | None = None) -> Verification:
+    """Check a shipped or cached file against the table, offline; never modifies anything."""
+    candidates: list[Path] = []
+    if entry.file is not None and entry.file.is_file():
+        candidates.append(entry.file)
+    elif entry.hub is not None:
+        from huggingface_hub import try_to_load_from_cache
+
+        hub = entry.hub
+        cached = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=cache_dir,
+                                        revision=hub.revision)
+        if isinstance(cached, str):
+            candidates.append(Path(cached))
+    if not candidates:
+        return Verification("missing", None, "neither shipped nor in the Hugging Face cache")
+    problem = _verify(candidates[0], entry)
+    if problem:
+        return Verification("corrupt", candidates[0], problem)
+    return Verification("ok", candidates[0], "size and sha256 match")
 
 
 def _evict(path: Path) -> None:
