@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         error_line(str(exc))
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file that cannot be read or written (disk full, permission)
+        if debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        error_line(f"{where}{exc.strerror or exc}")
+        sys.exit(EXIT_USAGE)
     except Exception as exc:  # a bug: say so, exit 1
         if debug:
             traceback.print_exc()
