@@ -150,6 +150,12 @@ def run_quality(
     reference: Prepared | None = None
     for sample in dataset.samples:
         pair = sample.load()
+        if pair.blurred.shape != pair.sharp.shape:  # scoring would fail deep in the metrics
+            raise UsageError(
+                f"{dataset.name}: {sample.name}: blurred image is "
+                f"{'x'.join(map(str, pair.blurred.shape))} (HxWxC) but its sharp image is "
+                f"{'x'.join(map(str, pair.sharp.shape))}; a pair must match in size and channels"
+            )
         k = pair.kernel if isinstance(kernel, str) else kernel
         ref_score = None
         scored = []
