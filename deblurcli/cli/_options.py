@@ -17,7 +17,7 @@ InputsArg = Annotated[
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--output", "-o",
+        "--output", "-o", metavar="PATH",
         help="Output file (one input) or folder (created if missing). Default: beside each "
         "input, with the suffix _deblurred.",
     ),
@@ -27,15 +27,17 @@ RecursiveOpt = Annotated[
 ]
 SuffixOpt = Annotated[
     Optional[str],
-    typer.Option(help="Appended to output file names (default: '' with -o DIR, else _deblurred)."),
+    typer.Option(metavar="TEXT", help="Appended to output file names (default: '' with -o DIR, else _deblurred)."),
 ]
 FormatOpt = Annotated[
-    str, typer.Option("--format",
+    str, typer.Option("--format", metavar="auto|png|tif|jpg|webp|bmp",
                       help="Output format: auto (same as input), png, tif, jpg, webp, bmp.")
 ]
-QualityOpt = Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")]
+QualityOpt = Annotated[int, typer.Option(min=1, max=100, metavar="1-100",
+                                         help="JPEG/WebP quality, 1 to 100.")]
 BitDepthOpt = Annotated[
-    str, typer.Option("--bit-depth", help="Output bit depth: same (as input), 8 or 16.")
+    str, typer.Option("--bit-depth", metavar="same|8|16",
+                      help="Output bit depth: same (as input), 8 or 16.")
 ]
 SkipExistingOpt = Annotated[
     bool, typer.Option("--skip-existing", help="Leave outputs that already exist untouched.")
@@ -47,7 +49,7 @@ FailFastOpt = Annotated[
 MaxPixelsOpt = Annotated[
     Optional[int],
     typer.Option(
-        "--max-pixels", min=1,
+        "--max-pixels", min=1, metavar="N",
         help="Refuse images with more pixels (decompression-bomb guard; default 200 MP or "
         "$DEBLURCLI_MAX_PIXELS).",
     ),
@@ -55,35 +57,38 @@ MaxPixelsOpt = Annotated[
 ModelOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--model", "-m",
+        "--model", "-m", metavar="NAME[@TAG]|FILE",
         help="Model name, name@tag (see `deblurcli models list`) or a .safetensors path. "
         "Default: the shipped default model.",
     ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option(help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps.")
+    str, typer.Option(metavar="DEVICE", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps.")
 ]
 PrecisionOpt = Annotated[
     str,
-    typer.Option(help="auto (fp32 on CPU, bf16 on CUDA where the model allows), fp32, bf16, fp16."),
+    typer.Option(metavar="auto|fp32|bf16|fp16",
+                 help="auto (fp32 on CPU, bf16 on CUDA where the model allows), fp32, bf16, fp16."),
 ]
 TileOpt = Annotated[
     str,
     typer.Option(
+        metavar="auto|0|N",
         help="auto (whole image when it fits, else tiles; halved on out-of-memory), "
         "0 (never tile) or a tile size in pixels.",
     ),
 ]
 OverlapOpt = Annotated[
     Optional[int],
-    typer.Option("--tile-overlap", min=0, help="Pixels shared by tiles (default: model's need)."),
+    typer.Option("--tile-overlap", min=0, metavar="N",
+                 help="Pixels shared by tiles (default: model's need)."),
 ]
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never touch the network; use shipped or cached files.")
 ]
 CacheDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--cache-dir", help="Hugging Face cache folder (default: $HF_HUB_CACHE)."),
+    typer.Option("--cache-dir", metavar="DIR", help="Hugging Face cache folder (default: $HF_HUB_CACHE)."),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one machine-readable JSON summary on stdout.")

@@ -13,9 +13,20 @@ import traceback
 import typer
 
 from deblurcli import __version__
-from deblurcli.cli import bench, blur, deblur, deconvolve, deconvolve_blind, models, train
+from deblurcli.cli import (
+    _help,
+    bench,
+    blur,
+    deblur,
+    deconvolve,
+    deconvolve_blind,
+    models,
+    train,
+)
 from deblurcli.cli._console import error_line
 from deblurcli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeblurError
+
+_help.install()
 
 EPILOG = (
     "Exit codes: 0 ok · 1 internal error · 2 usage error · 3 some inputs failed · "
@@ -26,7 +37,10 @@ EPILOG = (
 app = typer.Typer(
     name="deblurcli",
     help="Remove blur from photographs: pretrained networks, blind and non-blind deconvolution, "
-    "training and benchmarks.",
+    "training and benchmarks.\n\nExamples:\n\n"
+    "  deblurcli deblur examples/gopro_blurry.png --method resunet -o out/gopro_sharp.png\n\n"
+    "  deblurcli deconvolve-blind examples/levin_im1_kernel2_blurry.png -o out/levin.png\n\n"
+    "  deblurcli models list",
     epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,

@@ -19,7 +19,10 @@ from deblurcli.cli._options import (
 )
 from deblurcli.errors import UsageError
 
-app = typer.Typer(no_args_is_help=True, help="Benchmark restoration quality and speed.")
+app = typer.Typer(no_args_is_help=True, help=(
+    "Benchmark restoration quality and speed.\n\nExamples:\n\n"
+    "  deblurcli bench quality --preset levin --data ../shared/data --method identity\n\n"
+    "  deblurcli bench speed --method wiener --sizes 512,1024"))
 
 Opt = typer.Option
 MethodsOpt = Annotated[list[str], Opt("--method", metavar="NAME", help=(
@@ -39,10 +42,12 @@ ConventionOpt = Annotated[str, Opt("--kernel-convention", metavar="convolve|corr
 DataOpt = Annotated[Optional[Path], Opt("--data", metavar="DIR", file_okay=False, help=(
     "Folder holding the preset data (levin09/); default: $DEBLURCLI_DATA, else "
     "../shared/data beside the checkout."))]
-PrecisionOpt = Annotated[str, Opt(help="auto, fp32, fp64 (deconvolution), bf16, fp16.")]
-CsvOpt = Annotated[Optional[Path], Opt("--csv", help="Also write the rows to this CSV file.")]
-PlotOpt = Annotated[Optional[Path], Opt("--plot", help="Also draw a figure (.png).")]
-DirOpt = Annotated[Optional[Path], Opt(file_okay=False, help="Folder (names match across).")]
+PrecisionOpt = Annotated[str, Opt(metavar="auto|fp32|fp64|bf16|fp16",
+                                   help="auto, fp32, fp64 (deconvolution), bf16, fp16.")]
+CsvOpt = Annotated[Optional[Path], Opt("--csv", metavar="FILE", help="Also write the rows to this CSV file.")]
+PlotOpt = Annotated[Optional[Path], Opt("--plot", metavar="FILE.png", help="Also draw a figure (.png).")]
+DirOpt = Annotated[Optional[Path], Opt(file_okay=False, metavar="DIR",
+                                       help="Folder (names match across).")]
 
 
 @app.command("quality")
@@ -54,16 +59,18 @@ def quality(
     blurred: DirOpt = None,
     sharp: DirOpt = None,
     kernels: DirOpt = None,
-    ground_truth_kernel: Annotated[bool, Opt(help="Give deconvolvers the true kernels.")] = False,
+    ground_truth_kernel: Annotated[bool, Opt("--ground-truth-kernel", help=(
+        "Give deconvolvers the true kernels."))] = False,
     kernel: KernelOpt = None,
     kernel_convention: ConventionOpt = "convolve",
     model: ModelOpt = None,
     param: ParamOpt = None,
-    seed: Annotated[int, Opt(help="synthetic: seed of kernels and noise.")] = 0,
-    noise: Annotated[float, Opt(min=0.0, help="synthetic: noise σ.")] = 0.01,
-    crop: Annotated[int, Opt(min=0, help="Border excluded from scoring.")] = 0,
-    shift_tolerant: Annotated[bool, Opt(help="Folder pairs: Levin's shift protocol.")] = False,
-    limit: Annotated[Optional[int], Opt(min=1, help="Only the first N images.")] = None,
+    seed: Annotated[int, Opt(metavar="N", help="synthetic: seed of kernels and noise.")] = 0,
+    noise: Annotated[float, Opt(min=0.0, metavar="SIGMA", help="synthetic: noise σ.")] = 0.01,
+    crop: Annotated[int, Opt(min=0, metavar="PX", help="Border excluded from scoring.")] = 0,
+    shift_tolerant: Annotated[bool, Opt("--shift-tolerant", help=(
+        "Folder pairs: Levin's shift protocol."))] = False,
+    limit: Annotated[Optional[int], Opt(min=1, metavar="N", help="Only the first N images.")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     json_out: JsonOpt = False,
@@ -112,10 +119,11 @@ def quality(
 @app.command("speed")
 def speed(
     method: MethodsOpt,
-    sizes: Annotated[str, Opt(help="Comma-separated N (square) or WxH.")] = "512,1024,2048",
-    repeats: Annotated[int, Opt(min=1, help="Timed runs per size.")] = 5,
-    warmup: Annotated[int, Opt(min=0, help="Untimed runs first.")] = 1,
-    channels: Annotated[int, Opt(min=1, max=3, help="Image channels (1 grey, 3 colour).")] = 3,
+    sizes: Annotated[str, Opt(metavar="N,WxH,...", help="Comma-separated N (square) or WxH.")] = "512,1024,2048",
+    repeats: Annotated[int, Opt(min=1, metavar="N", help="Timed runs per size.")] = 5,
+    warmup: Annotated[int, Opt(min=0, metavar="N", help="Untimed runs first.")] = 1,
+    channels: Annotated[int, Opt(min=1, max=3, metavar="1|3",
+                                 help="Image channels (1 grey, 3 colour).")] = 3,
     kernel: KernelOpt = None,
     kernel_convention: ConventionOpt = "convolve",
     model: ModelOpt = None,

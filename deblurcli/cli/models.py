@@ -13,12 +13,13 @@ from deblurcli.cli._console import err_console, info, print_json
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Methods and checkpoints: list them, inspect, download and verify weights.",
+    help="Methods and checkpoints: list them, inspect, download and verify weights.\n\n"
+    "Examples:\n\n  deblurcli models list\n\n  deblurcli models info resunet",
 )
 
 RefsArg = Annotated[
     Optional[list[str]],
-    typer.Argument(metavar="[NAME[@TAG]]...", show_default=False,
+    typer.Argument(metavar="NAME[@TAG]...", show_default=False,
                    help="Models (name or name@tag); default: every model."),
 ]
 

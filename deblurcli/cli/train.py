@@ -10,7 +10,10 @@ import typer
 from deblurcli.cli import _options as opt
 from deblurcli.cli._console import err_console, info, print_json, progress_enabled
 
-app = typer.Typer(no_args_is_help=True, help="Train models, export runs to weights/, pack data.")
+app = typer.Typer(no_args_is_help=True, help=(
+    "Train models, export runs to weights/, pack data.\n\nExamples:\n\n"
+    "  deblurcli train run configs/residual_unet_synth.toml --run-dir runs/resunet-synth\n\n"
+    "  deblurcli train export runs/resunet-synth --name resunet --tag synth-v2"))
 
 
 @app.command("run")
