@@ -111,3 +111,51 @@ def test_auto_tiling_gives_typed_error_at_minimum_tile_and_reraises_other_errors
 
     with pytest.raises(RuntimeError):
         run_auto_tiled(broken, torch.rand(1, 1, 128, 128), tile=None, overlap=8, min_tile=32)
+
+
+def _oom_above(limit: int, calls: list[int]):
+    def fn(tile: torch.Tensor) -> torch.Tensor:
+        calls.append(tile.shape[-1])
+        if tile.shape[-1] * tile.shape[-2] > limit:
+            raise torch.OutOfMemoryError("simulated: tile too big")
+        return tile * 2
+
+    return fn
+
+
+def test_tiling_policy_holds_under_simulated_out_of_memory(caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    x = torch.rand(1, 3, 128, 128)
+    calls: list[int] = []
+    with pytest.raises(TileOutOfMemoryError, match="cannot be tiled"):
+        run_auto_tiled(_oom_above(70 * 70, calls), x, tile=None, overlap=16, policy="internal")
+    assert calls == [128]  # never retried in tiles
+    calls.clear()
+    with caplog.at_level("WARNING"):
+        result = run_auto_tiled(_oom_above(70 * 70, calls), x, tile=None, overlap=16,
+                                min_tile=32, policy="discouraged")
+    assert result.tile == 64 and "sensitive" in caplog.text
+    assert torch.allclose(result.output, x * 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["supported", "discouraged", "internal"])
+def test_restorer_keeps_the_models_tiling_policy_on_out_of_memory(policy: str) -> None:
+    from deblurcli.engine import ModelInfo, Restorer
+
+    calls: list[int] = []
+
+    class Hungry(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _oom_above(80 * 80, calls)(x) / 2
+
+    info = ModelInfo(arch="residual_unet", tiling=policy, receptive_radius=4)  # type: ignore[arg-type]
+    restorer = Restorer(Hungry(), info, device=torch.device("cpu"), dtype=torch.float32)
+    x = torch.rand(1, 3, 128, 128)
+    if policy == "internal":
+        with pytest.raises(TileOutOfMemoryError):
+            restorer(x, tile="auto")
+        assert calls == [128]
+    else:
+        out = restorer(x, tile="auto")
+        assert restorer.last_run.tile_retries >= 1 and torch.allclose(out, x, atol=1e-6)
+        assert max(calls[1:]) <= 80

@@ -173,6 +173,7 @@ class Restorer:
                 self._tile_fn(reference), padded, tile=tile_size, overlap=overlap,
                 multiple=multiple, min_tile=max(MIN_TILE, multiple),
                 out_channels=self.info.out_channels, on_progress=on_progress,
+                policy=self.info.tiling, name=f"model {self.name}",
             )
         self.last_run.tile = result.tile
         self.last_run.tile_retries = result.retries

@@ -11,6 +11,7 @@ output tiled as untiled.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from deblurcli.archs._registry import Tiling
 from deblurcli.engine.device import is_out_of_memory
 from deblurcli.errors import TileOutOfMemoryError
+
+logger = logging.getLogger(__name__)
 
 TileFn = Callable[[Tensor], Tensor]
 """Maps an N×C×h×w tile (CPU) to an N×C'×h×w result (CPU)."""
@@ -149,13 +153,17 @@ def run_auto_tiled(
     min_tile: int = 64,
     out_channels: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    policy: Tiling = "supported",
+    name: str = "the model",
 ) -> AutoTileResult:
     """Run whole (``tile=None``) or tiled; on out-of-memory halve the tile and retry.
 
-    Only torch's typed ``OutOfMemoryError`` triggers a retry; any other error propagates.
+    Only torch's typed ``OutOfMemoryError`` triggers a retry; any other error propagates. The
+    model's tiling ``policy`` holds on out-of-memory too: ``internal`` (it cannot be tiled) fails
+    at once instead of tiling, ``discouraged`` tiles with a warning.
 
     Raises:
-        TileOutOfMemoryError: still out of memory at ``min_tile``.
+        TileOutOfMemoryError: still out of memory at ``min_tile``, or at all for ``internal``.
     """
     _, _, h, w = x.shape
     current = tile
@@ -177,6 +185,11 @@ def run_auto_tiled(
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            if policy == "internal":
+                raise TileOutOfMemoryError(
+                    f"out of memory running {name} on the whole {w}x{h} image, and it cannot be "
+                    "tiled (tiling policy internal); try --device cpu or a smaller image"
+                ) from None
             size = current if current is not None else max(h, w)
             halved = max(multiple, ((size // 2) // multiple) * multiple)
             if size <= min_tile or halved < min_tile:
@@ -184,5 +197,8 @@ def run_auto_tiled(
                     f"out of memory even with {size}px tiles; try --device cpu or a smaller "
                     "--tile/--max-memory"
                 ) from None
+            if policy == "discouraged" and retries == 0:
+                logger.warning("%s: out of memory at %dpx; tiling although the model is "
+                               "sensitive to it (results may differ)", name, size)
             current = halved
             retries += 1
