@@ -184,7 +184,7 @@ class _Log:
                 with contextlib.suppress(ValueError):
                     if json.loads(line).get("step", 0) <= keep_until:
                         kept.append(line)
-                atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())
+            atomic_write_bytes(path, "".join(k + "\n" for k in kept).encode())  # once
         self.handle = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
