@@ -137,6 +137,25 @@ class Image:
         """
         return replace(self, pixels=np.asarray(pixels, dtype=np.float32))
 
+    def to_tensor(self) -> Any:
+        """The pixels as a float32 torch tensor in [0, 1] (a copy; torch is imported lazily).
+
+        Shape:
+            output: (1, C, H, W).
+        """
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.pixels.transpose(2, 0, 1)))[None]
+
+    def with_tensor(self, tensor: Any) -> Image:
+        """Like :meth:`with_pixels`, from a tensor on any device and of any float dtype.
+
+        Shape:
+            tensor: (1, C, H, W) or (C, H, W).
+        """
+        t = tensor[0] if tensor.ndim == 4 else tensor
+        return self.with_pixels(t.detach().float().cpu().permute(1, 2, 0).numpy())
+
 
 def format_from_suffix(path: str | os.PathLike[str]) -> str:
     """Return the format name for ``path``'s suffix (case-insensitive), e.g. ``"jpeg"`` for .JPG.

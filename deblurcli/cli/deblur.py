@@ -67,8 +67,6 @@ def deblur(
     )
     batch = plan_batch("deblur", inputs, options)
 
-    import torch
-
     from deblurcli.engine import load_method, load_model, load_model_table
     from deblurcli.errors import ModelUnavailableError
 
@@ -87,12 +85,12 @@ def deblur(
     info(f"model {restorer.name} on {restorer.device} ({restorer.precision})", quiet=quiet)
 
     def process(job: Any, image: Any, on_tiles: Any) -> ItemResult:
-        x = torch.from_numpy(image.pixels).permute(2, 0, 1).unsqueeze(0)
-        y = restorer(x, tile=tile_setting, overlap=tile_overlap, on_progress=on_tiles)
+        y = restorer(image.to_tensor(), tile=tile_setting, overlap=tile_overlap,
+                     on_progress=on_tiles)
         stats = restorer.last_run
         details = {"tile": stats.tile, "tile_retries": stats.tile_retries,
                    "fp32_fallbacks": stats.fp32_fallbacks}
-        return ItemResult(image.with_pixels(y[0].permute(1, 2, 0).numpy()), details=details)
+        return ItemResult(image.with_tensor(y), details=details)
 
     header = {"model": {"name": restorer.name, **restorer.provenance},
               "device": str(restorer.device), "precision": restorer.precision, "tile": tile}

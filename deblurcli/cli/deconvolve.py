@@ -95,7 +95,6 @@ def deconvolve(
     dedicated = ("balance", "weight", "alpha", "iterations", "tv_weight")
     params.update(methods.parse_params(param, spec.param_map, reserved=dedicated))
 
-    import numpy as np
     import torch
 
     from deblurcli import deconv
@@ -114,12 +113,11 @@ def deconvolve(
     kernel_tensor = torch.from_numpy(k)
 
     def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
-        x = torch.from_numpy(np.ascontiguousarray(image.pixels.transpose(2, 0, 1)))[None]
         start = time.perf_counter()
-        y = deconv.deconvolve(x.to(torch_device), kernel_tensor, method=method, **params)
+        y = deconv.deconvolve(image.to_tensor().to(torch_device), kernel_tensor, method=method,
+                              **params)
         seconds = time.perf_counter() - start
-        return ItemResult(image.with_pixels(y[0].cpu().numpy().transpose(1, 2, 0)),
-                          details={"solve_seconds": round(seconds, 3)})
+        return ItemResult(image.with_tensor(y), details={"solve_seconds": round(seconds, 3)})
 
     info(f"{method}, kernel {k.shape[0]}×{k.shape[1]} on {torch_device}", quiet=quiet)
     header = {"method": method, "params": params, "kernel": str(kernel),
