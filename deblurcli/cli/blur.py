@@ -14,7 +14,7 @@ from deblurcli.errors import UsageError
 KERNEL_HELP = (
     "motion (random camera shake), gaussian (random anisotropic), defocus (random disk), or a "
     "kernel file: .png/.jpg (normalised by its sum), .txt/.csv (numbers per row), .npy. "
-    "Files are used as stored, in true-convolution orientation."
+    "Files are oriented as --kernel-convention says."
 )
 
 
@@ -41,6 +41,7 @@ def blur(
         typer.Option("--save-kernel", help="Also write the kernel (.png view, .txt/.npy exact); "
                      "a folder with several inputs (<output stem>_kernel.txt)."),
     ] = None,
+    kernel_convention: opt.KernelConventionOpt = "convolve",
     recursive: opt.RecursiveOpt = False,
     suffix: opt.SuffixOpt = None,
     fmt: opt.FormatOpt = "auto",
@@ -71,6 +72,7 @@ def blur(
     """
     from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
 
+    opt.check_convention(kernel_convention)
     if kernel_size % 2 == 0:
         raise UsageError(f"--kernel-size must be odd, got {kernel_size}")
 
@@ -88,7 +90,7 @@ def blur(
         if not Path(kernel).exists():
             raise UsageError(f"--kernel {kernel!r} is neither {', '.join(kernels.KERNEL_KINDS)} "
                              "nor an existing kernel file")
-        k = kernels.read_kernel(kernel)
+        k = opt.read_kernel_file(kernel, kernel_convention)
         protected = (Path(kernel),)
         what = f"{kernel} {k.shape[0]}×{k.shape[1]}"
 
@@ -116,7 +118,8 @@ def blur(
             pixels = degrade.add_gaussian_noise(pixels, noise, np.random.default_rng(streams[1]))
         if jpeg is not None:
             pixels = degrade.jpeg_degrade(pixels, jpeg)
-        extras = {role: kernels.encode_kernel(path, k) for role, path in job.extras.items()}
+        saved = opt.orient_kernel(k, kernel_convention)
+        extras = {role: kernels.encode_kernel(path, saved) for role, path in job.extras.items()}
         return ItemResult(image.with_pixels(np.clip(pixels, 0.0, 1.0)), extras=extras)
 
     info(f"kernel {what}, noise σ={noise:g}, boundary {boundary}", quiet=quiet)
