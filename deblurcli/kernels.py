@@ -374,7 +374,8 @@ def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
         raise KernelError(f"{path}: kernel has negative values (min {kernel.min():g})")
     if kernel.max() <= 0:
         raise KernelError(f"{path}: kernel sums to zero")
-    total = kernel.sum()
+    with np.errstate(over="ignore"):
+        total = kernel.sum()
     if not np.isfinite(total):  # huge values overflow the sum: scale by the peak first
         kernel = kernel / kernel.max()
         total = kernel.sum()

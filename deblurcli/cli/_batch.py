@@ -276,6 +276,9 @@ def _run_item(job: Job, process: Process, on_tiles: TileProgress,
         else:
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
     report.seconds = round(time.perf_counter() - started, 3)
+    if report.error is not None and str(job.input) not in report.error and not any(
+            str(p) in report.error for p in job.outputs):
+        report.error = f"{job.input}: {report.error}"  # every error line names its file
     if report.status == "failed":
         error_line(report.error or f"{job.input}: failed")
     elif report.status == "skipped":

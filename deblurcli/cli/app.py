@@ -106,4 +106,6 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         error_line(f"internal error: {type(exc).__name__}: {exc} (DEBLURCLI_DEBUG=1 for details)")
         sys.exit(EXIT_INTERNAL)
+    if result == EXIT_INTERRUPTED:  # Click turns Ctrl-C into a silent return of 130
+        error_line("interrupted")
     sys.exit(result if isinstance(result, int) else 0)
