@@ -47,3 +47,29 @@ def test_blur_then_deconvolve_agree_on_the_orientation(tmp_path: Path,
     assert scores["correlate"] > scores["convolve"] + 3
     assert _run(["deconvolve", str(blurred), "-k", str(saved), "-o", str(tmp_path / "x.png"),
                  "--kernel-convention", "sideways"], capsys) == 2
+
+
+def test_bench_kernel_folders_follow_the_convention(tmp_path: Path) -> None:
+    from deblurcli import degrade
+    from deblurcli.bench import datasets, methods, quality
+
+    rng = np.random.default_rng(1)
+    sharp = np.kron(rng.random((8, 8)), np.ones((6, 6)))[..., None].astype(np.float32)
+    kernel = np.zeros((7, 7))
+    kernel[3, 3:7] = 0.25
+    for name in ("blurred", "sharp", "kernels"):
+        (tmp_path / name).mkdir()
+    blurred = degrade.convolve(sharp, kernel, boundary="reflect")
+    for folder, pixels in (("blurred", blurred), ("sharp", sharp)):
+        Image.fromarray((np.clip(pixels[..., 0], 0, 1) * 255).round().astype(np.uint8)).save(
+            tmp_path / folder / "a.png")
+    np.savetxt(tmp_path / "kernels" / "a.txt", kernel[::-1, ::-1])  # stored for correlation
+    psnr = {}
+    for convention in ("convolve", "correlate"):
+        ds = datasets.open_dataset(preset=None, blurred=tmp_path / "blurred",
+                                   sharp=tmp_path / "sharp", kernels=tmp_path / "kernels",
+                                   kernel_convention=convention)
+        (res,) = quality.run_quality(ds, ["wiener"], methods.MethodConfig(device="cpu"),
+                                     kernel="ground-truth", error_ratio=False)
+        psnr[convention] = res.items[0].psnr
+    assert psnr["correlate"] > psnr["convolve"] + 3

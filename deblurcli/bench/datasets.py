@@ -108,14 +108,16 @@ def folder_pairs(
     kernel_dir: str | os.PathLike[str] | None = None,
     crop: int = 0,
     shift_tolerant: bool = False,
+    kernel_convention: str = "convolve",
 ) -> Dataset:
     """Pairs of images with matching names (file stems) in two folders.
 
     Args:
         blurred_dir: Folder of blurred images.
         sharp_dir: Folder of sharp images; names match ``blurred_dir`` up to the extension.
-        kernel_dir: Optional folder of true kernels (``.txt``/``.csv``/``.npy``/``.png``, true
-            convolution orientation) with the same stems.
+        kernel_dir: Optional folder of true kernels (``.txt``/``.csv``/``.npy``/``.png``) with
+            the same stems, oriented as ``kernel_convention`` says (``correlate``: rotated by
+            180° on read, so that samples carry true-convolution kernels).
         crop: Border excluded from scoring.
         shift_tolerant: Score with the shift-tolerant protocol (max shift 5, crop ≥ 15).
 
@@ -137,6 +139,8 @@ def folder_pairs(
             from deblurcli.kernels import read_kernel
 
             k = read_kernel(kernels[name]) if name in kernels else None
+            if k is not None and kernel_convention == "correlate":
+                k = np.ascontiguousarray(k[::-1, ::-1])
             return Pair(name, _read(blurred[name]), _read(sharp[name]), k)
 
         return load
@@ -241,6 +245,7 @@ def open_dataset(
     crop: int = 0,
     shift_tolerant: bool = False,
     data: Path | None = None,
+    kernel_convention: str = "convolve",
 ) -> Dataset:
     """Build the dataset the CLI options describe (a preset, or ``--blurred``/``--sharp``).
 
@@ -262,5 +267,6 @@ def open_dataset(
     if blurred is None or sharp is None:
         raise UsageError("give --preset levin|synthetic, or --blurred DIR --sharp DIR")
     return folder_pairs(
-        blurred, sharp, kernel_dir=kernels, crop=crop, shift_tolerant=shift_tolerant
+        blurred, sharp, kernel_dir=kernels, crop=crop, shift_tolerant=shift_tolerant,
+        kernel_convention=kernel_convention,
     )

@@ -100,7 +100,8 @@ def quality(
         table.get(name)
     dataset = datasets.open_dataset(
         preset=preset, blurred=blurred, sharp=sharp, kernels=kernels, seed=seed, noise=noise,
-        crop=crop, shift_tolerant=shift_tolerant, data=data).head(limit)
+        crop=crop, shift_tolerant=shift_tolerant, data=data,
+        kernel_convention=kernel_convention).head(limit)
     config = methods.MethodConfig(device, precision, model, methods.parse_params(param))
     k = "ground-truth" if ground_truth_kernel else (
         read_kernel_file(kernel, kernel_convention) if kernel else None)
