@@ -18,8 +18,8 @@ OutputOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--output", "-o", metavar="PATH",
-        help="Output file (one input) or folder (created if missing). Default: beside each "
-        "input, with the suffix _deblurred.",
+        help="Output file (one input only) or folder (created if missing). Default: beside "
+        "each input, with the command's suffix (_deblurred, _deconvolved, _blurred).",
     ),
 ]
 RecursiveOpt = Annotated[
@@ -27,7 +27,8 @@ RecursiveOpt = Annotated[
 ]
 SuffixOpt = Annotated[
     Optional[str],
-    typer.Option(metavar="TEXT", help="Appended to output file names (default: '' with -o DIR, else _deblurred)."),
+    typer.Option(metavar="TEXT", help="Appended to output file names, no '/' or '..' "
+                 "(default: '' with -o DIR, else the command's suffix)."),
 ]
 FormatOpt = Annotated[
     str, typer.Option("--format", metavar="auto|png|tif|jpg|webp|bmp",
