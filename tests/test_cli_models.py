@@ -23,7 +23,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
     path = tmp_path / "in.png"
-    Image.fromarray((np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)).save(path)
+    pixels = (np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
     return path
 
 

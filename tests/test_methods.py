@@ -76,7 +76,8 @@ def test_get_rejects_unknown_names_and_other_kinds_listing_valid_ones() -> None:
     assert methods.get("resunet", "network").arch == "residual_unet"
     with pytest.raises(UsageError, match="known: resunet"):
         methods.get("uml-in", "network")
-    with pytest.raises(UsageError, match=r"non-blind method \(`deblurcli deconvolve`\); --method here takes resunet"):
+    wrong_kind = r"non-blind method \(`deblurcli deconvolve`\); --method here takes resunet"
+    with pytest.raises(UsageError, match=wrong_kind):
         methods.get("wiener", "network")
 
 

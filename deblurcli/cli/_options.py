@@ -89,7 +89,8 @@ OfflineOpt = Annotated[
 ]
 CacheDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--cache-dir", metavar="DIR", help="Hugging Face cache folder (default: $HF_HUB_CACHE)."),
+    typer.Option("--cache-dir", metavar="DIR",
+                 help="Hugging Face cache folder (default: $HF_HUB_CACHE)."),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one machine-readable JSON summary on stdout.")

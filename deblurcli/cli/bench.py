@@ -44,8 +44,10 @@ DataOpt = Annotated[Optional[Path], Opt("--data", metavar="DIR", file_okay=False
     "../shared/data beside the checkout."))]
 PrecisionOpt = Annotated[str, Opt(metavar="auto|fp32|fp64|bf16|fp16",
                                    help="auto, fp32, fp64 (deconvolution), bf16, fp16.")]
-CsvOpt = Annotated[Optional[Path], Opt("--csv", metavar="FILE", help="Also write the rows to this CSV file.")]
-PlotOpt = Annotated[Optional[Path], Opt("--plot", metavar="FILE.png", help="Also draw a figure (.png).")]
+CsvOpt = Annotated[Optional[Path], Opt("--csv", metavar="FILE",
+                                       help="Also write the rows to this CSV file.")]
+PlotOpt = Annotated[Optional[Path], Opt("--plot", metavar="FILE.png",
+                                        help="Also draw a figure (.png).")]
 DirOpt = Annotated[Optional[Path], Opt(file_okay=False, metavar="DIR",
                                        help="Folder (names match across).")]
 
@@ -70,7 +72,8 @@ def quality(
     crop: Annotated[int, Opt(min=0, metavar="PX", help="Border excluded from scoring.")] = 0,
     shift_tolerant: Annotated[bool, Opt("--shift-tolerant", help=(
         "Folder pairs: Levin's shift protocol."))] = False,
-    limit: Annotated[Optional[int], Opt(min=1, metavar="N", help="Only the first N images.")] = None,
+    limit: Annotated[Optional[int], Opt(min=1, metavar="N",
+                                        help="Only the first N images.")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     json_out: JsonOpt = False,
@@ -120,7 +123,8 @@ def quality(
 @app.command("speed")
 def speed(
     method: MethodsOpt,
-    sizes: Annotated[str, Opt(metavar="N,WxH,...", help="Comma-separated N (square) or WxH.")] = "512,1024,2048",
+    sizes: Annotated[str, Opt(metavar="N,WxH,...",
+                              help="Comma-separated N (square) or WxH.")] = "512,1024,2048",
     repeats: Annotated[int, Opt(min=1, metavar="N", help="Timed runs per size.")] = 5,
     warmup: Annotated[int, Opt(min=0, metavar="N", help="Untimed runs first.")] = 1,
     channels: Annotated[int, Opt(min=1, max=3, metavar="1|3",

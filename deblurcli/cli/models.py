@@ -123,7 +123,8 @@ def _summary(document: dict[str, Any]) -> list[str]:
     if descriptor:
         lines.append(f"  runs      inputs {descriptor.get('inputs')}, size multiple "
                      f"{descriptor.get('size_multiple')}, tiling {descriptor.get('tiling')}, "
-                     f"bf16 {descriptor.get('supports_bf16')}, fp16 {descriptor.get('supports_fp16')}")
+                     f"bf16 {descriptor.get('supports_bf16')}, "
+                     f"fp16 {descriptor.get('supports_fp16')}")
     metrics = entry.get("metrics")
     for name, scores in (metrics.items() if isinstance(metrics, dict) else []):
         if isinstance(scores, dict) and "psnr" in scores:
