@@ -163,7 +163,10 @@ def pack(
 ) -> None:
     """Build a compact training pack (JPEG crops in one safetensors file, e.g. for a GPU machine).
 
-    Example: deblurcli train pack ../shared/data/sharp_train -o .pack/sharp_train.safetensors
+    Example:
+
+      deblurcli train pack ../shared/data/sharp_train -o .pack/sharp_train.safetensors
+
     Then train with --set data.sharp=.pack/sharp_train.safetensors
     """
     from deblurcli.train.data import build_pack
