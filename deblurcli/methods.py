@@ -141,7 +141,7 @@ METHODS: tuple[MethodSpec, ...] = (
     _network(
         "resunet", arch="residual_unet", module="deblurcli.archs.residual_unet",
         checkpoint="resunet@synth-v1",
-        description="residual U-net baseline trained on synthetic blur (weak on real blur)",
+        description="residual U-net baseline trained on synthetic blur; weak on real blur",
     ),
     # --- non-blind: the blur kernel is known (deblurcli.deconv) ---
     MethodSpec("hyperlaplacian", "non-blind",

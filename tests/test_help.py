@@ -49,6 +49,9 @@ def test_help_at_100_columns(path: list[str], command: object) -> None:
     assert examples, f"{' '.join(path) or 'deblurcli'} has no example"
     for example in examples:
         assert example in shown, f"example wrapped or missing: {example}"
+    broken = [line for line in (getattr(command, "help", None) or "").splitlines()
+              if line.strip().startswith("-")]
+    assert not broken, f"an example continues on another line: {broken}"
 
 
 def test_flags_take_no_value_in_help() -> None:

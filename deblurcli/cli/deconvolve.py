@@ -20,6 +20,7 @@ def deconvolve(
     kernel: Annotated[
         Path,
         typer.Option("--kernel", "-k", exists=True, dir_okay=False, show_default=False,
+                     metavar="FILE",
                      help="Blur kernel: .png/.jpg (normalised by its sum), .txt/.csv, .npy; "
                      "centre at (h//2, w//2), oriented as --kernel-convention says."),
     ],
@@ -28,17 +29,19 @@ def deconvolve(
         "Solver: " + methods.listing("non-blind") + "."))] = methods.DEFAULT_METHOD["non-blind"],
     weight: Annotated[
         Optional[float],
-        typer.Option(min=0.0, help="Regularisation: hyperlaplacian prior weight (default "
-                     "1.25e-4) or wiener balance (default 8e-3); larger is smoother."),
+        typer.Option(min=0.0, metavar="X", help="Regularisation: hyperlaplacian prior weight "
+                     "(default 1.25e-4) or wiener balance (default 8e-3); larger is smoother."),
     ] = None,
     alpha: Annotated[
-        Optional[float], typer.Option(min=0.0, max=1.0, help="hyperlaplacian exponent (2/3).")
+        Optional[float], typer.Option(min=0.0, max=1.0, metavar="X",
+                                      help="hyperlaplacian exponent in (0, 1] (2/3).")
     ] = None,
     iterations: Annotated[
-        Optional[int], typer.Option(min=1, help="rl iterations (default 100).")
+        Optional[int], typer.Option(min=1, metavar="N", help="rl iterations (default 100).")
     ] = None,
     tv_weight: Annotated[
-        Optional[float], typer.Option("--tv-weight", min=0.0, help="rl TV damping (default 0).")
+        Optional[float], typer.Option("--tv-weight", min=0.0, metavar="X",
+                                      help="rl TV damping (default 0).")
     ] = None,
     kernel_convention: opt.KernelConventionOpt = "convolve",
     rotate_kernel: Annotated[
@@ -78,8 +81,7 @@ def deconvolve(
 
       deblurcli deconvolve blurred.png -k k.png -o out.png --method wiener --weight 0.01
 
-      deblurcli deconvolve examples/levin_im1_kernel2_blurry.png
-      --kernel examples/levin_kernel2.txt --kernel-convention correlate -o out/levin.png
+      deblurcli deconvolve levin_blurry.png -k levin_kernel.txt --kernel-convention correlate
     """
     from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
 
