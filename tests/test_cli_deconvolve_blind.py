@@ -121,4 +121,6 @@ def test_real_pipeline_smoke_and_too_small_image(app: Any, tmp_path: Path,
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "good.png", "good_kernel.png", "good_kernel.txt"]
     assert (tmp_path / "out" / "good.png").exists()
-    assert (tmp_path / "out" / "good_kernel.txt").exists()
+    # the kernel written has the size asked for (the estimation margin is cropped off)
+    assert np.loadtxt(tmp_path / "out" / "good_kernel.txt").shape == (5, 5)
+    assert items["good.png"]["details"]["kernel_size"] == [5, 5]

@@ -315,4 +315,4 @@ def test_fast_variants_vote_for_the_medoid_kernel() -> None:
     result = fast_fit(blurry, cfg)
     chosen = [entry for entry in result.levels if entry["chosen"]]
     assert len(result.levels) == 3 and len(chosen) == 1
-    assert result.kernel.shape in ((5, 5), (7, 7), (9, 9))
+    assert result.kernel.shape == (5, 5)  # every variant is cropped to the size asked for

@@ -55,9 +55,8 @@ class FastConfig:
     """Requested kernel size ``(h, w)``, odd."""
     kernel_margin: int = 6
     """Extra rows/columns of kernel support during estimation (room to drift). The returned
-    kernel is cropped back to ``kernel_size`` after centring, unless more than
-    ``KEEP_MARGIN_MASS`` of its mass lies in the margin (then it keeps the margin, with a
-    warning that the blur is larger than the size asked for)."""
+    kernel is cropped back to ``kernel_size`` after centring (renormalised), with a warning when
+    more than ``SPILL_WARNING`` of its mass lay in the margin (the blur is larger than asked)."""
     image_model: str = "auto"
     """``pixels``: per-pixel Gaussian q(x) (μ, σ) solved by closed-form variational updates;
     ``generator``: the narrow skip-net fitted by Adam; ``auto``: pixels for the sparse-prior
@@ -475,11 +474,11 @@ def fast_fit(
     warnings: list[str] = []
     kernel, _ = ops.center_kernel(kernel)
     kernel, spill = _crop_kernel(kernel, cfg.kernel_size)
-    if spill is not None:
+    if spill > SPILL_WARNING:
         warnings.append(
-            f"{spill:.0%} of the kernel lies outside the requested {cfg.kernel_size[0]}x"
-            f"{cfg.kernel_size[1]}; kept {kernel.shape[0]}x{kernel.shape[1]}; try a larger "
-            "--kernel-size")
+            f"{spill:.0%} of the estimated kernel lay outside the requested "
+            f"{cfg.kernel_size[0]}x{cfg.kernel_size[1]} and was cut off; the blur may be larger: "
+            "try a larger --kernel-size")
     collapse = ("delta-kernel",) if float(kernel.max()) > 0.9 else ()
     if collapse:
         warnings.append(f"kernel collapsed to a near-delta (max {float(kernel.max()):.2f}); "
@@ -495,24 +494,27 @@ def fast_fit(
     )
 
 
-KEEP_MARGIN_MASS = 0.02
-"""Kernel mass in the estimation margin above which the margin is kept (see ``kernel_margin``)."""
+SPILL_WARNING = 0.05
+"""Kernel mass cut off with the estimation margin above which a warning says so."""
 
 
-def _crop_kernel(kernel: Tensor, size: tuple[int, int]) -> tuple[Tensor, float | None]:
-    """Crop a centred kernel to ``size`` (renormalised); or keep it, returning the spilled mass.
+def _crop_kernel(kernel: Tensor, size: tuple[int, int]) -> tuple[Tensor, float]:
+    """Crop a centred kernel to ``size`` and renormalise; also return the mass cut off.
 
     Shape:
-        - kernel: :math:`(h + m, w + m)`; output: :math:`(h, w)` unless kept.
+        - kernel: :math:`(h + m, w + m)`; output: :math:`(h, w)`.
     """
     kh, kw = kernel.shape
     h, w = min(size[0], kh), min(size[1], kw)
     top, left = (kh - h) // 2, (kw - w) // 2
     inner = kernel[top : top + h, left : left + w]
-    spill = 1.0 - float(inner.sum() / kernel.sum())
-    if spill > KEEP_MARGIN_MASS:
-        return kernel, spill
-    return inner / inner.sum(), None
+    total = float(inner.sum())
+    spill = 1.0 - total / float(kernel.sum())
+    if total <= 0:  # nothing inside: keep a delta rather than divide by zero
+        inner = torch.zeros_like(inner)
+        inner[h // 2, w // 2] = 1.0
+        return inner, spill
+    return inner / total, spill
 
 
 def _vote(kernel: Tensor, levels: list[dict[str, object]], y_full: Tensor, shape: tuple[int, int],
