@@ -67,9 +67,8 @@ def deconvolve(
 ) -> None:
     """Deconvolve a blurred image with a known blur kernel (non-blind).
 
-    Methods: hyperlaplacian (Krishnan & Fergus 2009, best quality, default), rl
-    (Richardson–Lucy, optional TV damping) and wiener (one FFT, fastest). Colour is processed
-    per channel; borders are handled without a ringing frame; large images are tiled.
+    The solvers are listed under --method (deblurcli models list describes them). Colour is
+    processed per channel; borders are handled without a ringing frame; large images are tiled.
 
     The kernel must be in the orientation the image was blurred with: deblurcli's own kernels
     (blur --save-kernel, deconvolve-blind) are convolve; Levin09 .txt kernels are correlate.
