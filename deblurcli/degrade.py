@@ -7,9 +7,11 @@ layout and are float32. The functions are fast enough for data-loader workers on
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -175,12 +177,290 @@ def read_frame_sequence(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+# ------------------------------------------------------------------ the degradation pipeline
+
+
+def add_signal_dependent_noise(
+    image: np.ndarray, read_sigma: float, shot_gain: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Add heteroscedastic (Poisson–Gaussian-like) sensor noise and clip to [0, 1].
+
+    The variance at a pixel of value ``x`` is ``read_sigma**2 + shot_gain * x``: a constant read
+    noise plus shot noise that grows with brightness, as in a raw sensor (Foi et al. 2008).
+
+    Returns:
+        float32 array of the input's shape, clipped to [0, 1].
+    """
+    if read_sigma < 0 or shot_gain < 0:
+        raise ValueError("noise parameters must be >= 0")
+    image = np.asarray(image, dtype=np.float32)
+    std = np.sqrt(np.float32(read_sigma) ** 2 + np.float32(shot_gain) * np.clip(image, 0, 1))
+    noise = rng.standard_normal(image.shape, dtype=np.float32) * std
+    return np.clip(image + noise, 0.0, 1.0)
+
+
+def quantize8(image: np.ndarray) -> np.ndarray:
+    """Round to the 8-bit grid (what a saved photo holds); float32, same shape."""
+    return (np.round(np.clip(image, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The random degradation :func:`synthesize` draws: one recipe object for train, bench, blur.
+
+    Every field has a plain meaning; a field at 0 (or an empty range) turns its step off.
+    """
+
+    kinds: tuple[str, ...] = ("motion", "gaussian", "defocus")
+    """Camera-blur families (:data:`deblurcli.kernels.KERNEL_KINDS`), drawn by ``kind_weights``."""
+    kind_weights: tuple[float, ...] = ()
+    """Relative weights of ``kinds`` (empty: uniform)."""
+    size_range: tuple[int, int] = (7, 65)
+    """Odd kernel canvas side drawn uniformly from the odd numbers in [low, high] (pixels)."""
+    smooth_max: int = 25
+    """Largest canvas for Gaussian and defocus blur (camera shake uses the full range)."""
+    varying_prob: float = 0.0
+    """Probability that camera shake varies across the frame (small camera rotations)."""
+    object_prob: float = 0.0
+    """Probability of an object moving across the (camera-blurred) background."""
+    clip_prob: float = 0.0
+    """Probability that highlights are brightened ×U(1.5, 4) in linear light and clip."""
+    linear_light: bool = True
+    """Blur in linear light (values raised to 2.2), as a sensor integrates light."""
+    noise_range: tuple[float, float] = (0.0, 0.01)
+    """Read-noise sigma drawn from U(low, high) (on [0, 1])."""
+    shot_noise_max: float = 0.0
+    """Shot-noise variance gain drawn from U(0, max) (see :func:`add_signal_dependent_noise`)."""
+    jpeg_prob: float = 0.0
+    """Probability of a JPEG round trip at the end."""
+    jpeg_quality: tuple[int, int] = (60, 95)
+    """JPEG quality range [low, high]."""
+
+    @property
+    def margin(self) -> int:
+        """Pixels of real image content a crop needs on each side so the blur sees no padding."""
+        return self.size_range[1] // 2
+
+    def check(self) -> None:
+        """Raise ValueError for an impossible recipe (checked before any data is touched)."""
+        from deblurcli.kernels import KERNEL_KINDS
+
+        low, high = self.size_range
+        if low < 5 or high < low or low % 2 == 0 or high % 2 == 0:
+            raise ValueError(f"size_range must be odd, 5 <= low <= high, got {self.size_range}")
+        if not self.kinds or set(self.kinds) - set(KERNEL_KINDS):
+            raise ValueError(f"kinds must be a non-empty subset of {KERNEL_KINDS}: {self.kinds}")
+        if self.kind_weights and len(self.kind_weights) != len(self.kinds):
+            raise ValueError("kind_weights must have one weight per kind")
+        for name in ("varying_prob", "object_prob", "clip_prob", "jpeg_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+
+
+SHAKE_BENCH_RECIPE = Recipe(
+    kinds=("motion",),
+    size_range=(15, 51),
+    linear_light=False,
+    noise_range=(0.01, 0.01),
+)
+"""The fixed ``bench --preset shake`` degradation: camera shake of 15–51 px, σ = 0.01 noise."""
+
+
+@dataclass
+class DegradedPair:
+    """One synthetic pair: ``H × W × C`` float32 images in [0, 1] and what made them."""
+
+    blurry: np.ndarray
+    sharp: np.ndarray
+    kernel: np.ndarray
+    """The (centre) blur kernel, true-convolution orientation, sum 1."""
+    details: dict[str, object] = field(default_factory=dict)
+
+
+def _odd_between(rng: np.random.Generator, low: int, high: int) -> int:
+    return low + 2 * int(rng.integers((high - low) // 2 + 1))
+
+
+def _line_kernel(length: float, angle: float, size: int) -> np.ndarray:
+    """A centred straight streak of ``length`` pixels (an object moving at constant speed)."""
+    from deblurcli.kernels import rasterize_path
+
+    t = np.linspace(-0.5, 0.5, max(2, int(4 * length) + 2))[:, None]
+    points = t * length * np.array([[math.sin(angle), math.cos(angle)]])
+    return rasterize_path(points, size)
+
+
+def varying_shake_blur(
+    image: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    rotation_share: float | None = None,
+    grid: int = 3,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Spatially varying camera shake: one random trajectory of translations *and* small rotations.
+
+    The camera follows a Boracchi–Foi translation path plus a smooth in-plane rotation path (both
+    with zero mean, so the average pose is the sharp frame). A point at offset ``p`` from the
+    image centre moves by ``T(t) + θ(t) · p⊥``, so its blur kernel depends on where it is. The
+    kernels are rendered on a ``grid × grid`` lattice of points and the result blends the images
+    blurred by each kernel with bilinear weights (an efficient-filter-flow approximation).
+
+    Args:
+        image: ``H × W × C`` float image (linear light).
+        size: Odd kernel canvas; every kernel of the field fits in it.
+        rng: Source of randomness.
+        rotation_share: Fraction of the blur extent at the corners that comes from rotation;
+            default ``U(0.3, 0.8)``.
+        grid: Lattice points per side (≥ 2).
+
+    Returns:
+        The blurred image (input's shape) and the ``grid²`` kernels, row-major from top-left.
+    """
+    from deblurcli.kernels import rasterize_path, shake_trajectory
+
+    h, w = image.shape[:2]
+    steps = 400
+    translation = shake_trajectory(steps, rng=rng)
+    translation -= translation.mean(axis=0)
+    walk = np.cumsum(rng.standard_normal(steps))
+    walk = np.convolve(walk, np.ones(25) / 25, mode="same")
+    theta = walk - walk.mean()
+    share = rng.uniform(0.3, 0.8) if rotation_share is None else rotation_share
+    radius = math.hypot(h / 2, w / 2)
+    t_reach = max(np.abs(translation).max(), 1e-9)
+    r_reach = max(np.abs(theta).max() * radius, 1e-9)
+    half = (size - 1) / 2 - 1
+    extent = rng.uniform(0.5, 1.0) * half
+    translation *= (1 - share) * extent / t_reach
+    theta *= share * extent / r_reach
+    rows = np.linspace(-(h - 1) / 2, (h - 1) / 2, grid)
+    cols = np.linspace(-(w - 1) / 2, (w - 1) / 2, grid)
+    kernels, blurred = [], []
+    for r in rows:
+        for c in cols:
+            # small rotation by theta about the centre moves (r, c) by theta * (c, -r)
+            path = translation + theta[:, None] * np.array([[c, -r]])
+            reach = np.abs(path).max()
+            if reach > half:
+                path *= half / reach
+            k = rasterize_path(path, size)
+            kernels.append(k)
+            blurred.append(convolve(image, k))
+    wy = _hat_weights(h, grid)
+    wx = _hat_weights(w, grid)
+    out = np.zeros_like(np.asarray(image, dtype=np.float32))
+    for i in range(grid):
+        for j in range(grid):
+            weight = (wy[i][:, None] * wx[j][None, :]).astype(np.float32)
+            out += blurred[i * grid + j] * (weight[..., None] if out.ndim == 3 else weight)
+    return out, kernels
+
+
+def _hat_weights(n: int, grid: int) -> list[np.ndarray]:
+    """Piecewise-linear interpolation weights of ``grid`` evenly spaced nodes over ``n`` pixels."""
+    x = np.linspace(0, grid - 1, n)
+    return [np.clip(1 - np.abs(x - g), 0, 1) for g in range(grid)]
+
+
+def synthesize(
+    region: np.ndarray, rng: np.random.Generator, recipe: Recipe, *, margin: int | None = None
+) -> DegradedPair:
+    """Degrade a sharp crop with one random draw of ``recipe``: the one pipeline of the project.
+
+    Order: (linear light) → highlight boost → camera blur (uniform or spatially varying) → moving
+    object → clip and back to the stored encoding → crop the margin → signal-dependent noise →
+    JPEG → 8-bit quantisation. The sharp target gets the same highlight boost and object, without
+    blur or noise, and is quantised the same way.
+
+    Args:
+        region: ``H × W × C`` float32 sharp pixels in [0, 1], carrying ``margin`` pixels of real
+            content on each side.
+        rng: Source of randomness; the pair is a pure function of its state.
+        recipe: What to draw.
+        margin: Border cropped off both outputs (default ``recipe.margin``); with 0 the blur uses
+            a reflecting border (whole images, e.g. benchmark sets).
+
+    Returns:
+        A :class:`DegradedPair` of ``(H - 2·margin) × (W - 2·margin) × C`` images.
+    """
+    from deblurcli.kernels import motion_kernel, random_kernel
+
+    margin = recipe.margin if margin is None else margin
+    region = np.asarray(region, dtype=np.float32)
+    gamma = 2.2 if recipe.linear_light else 1.0
+    linear = np.clip(region, 0.0, 1.0) ** gamma if gamma != 1 else region.copy()
+    details: dict[str, object] = {}
+    if recipe.clip_prob and rng.random() < recipe.clip_prob:
+        gain = float(rng.uniform(1.5, 4.0))
+        luma = linear.mean(axis=2, keepdims=True) if linear.ndim == 3 else linear
+        lift = np.clip((luma - 0.5) / 0.4, 0.0, 1.0)  # 0 below mid-grey, 1 from 0.9 up
+        linear = linear * (1.0 + (gain - 1.0) * lift * lift)
+        details["highlight_gain"] = gain
+    weights = np.asarray(recipe.kind_weights or [1.0] * len(recipe.kinds), dtype=np.float64)
+    kind = recipe.kinds[int(rng.choice(len(recipe.kinds), p=weights / weights.sum()))]
+    size = _odd_between(rng, *recipe.size_range)
+    if kind != "motion":
+        size = min(size, max(recipe.smooth_max, recipe.size_range[0]))
+    details.update(kind=kind, size=size)
+    if kind == "motion" and recipe.varying_prob and rng.random() < recipe.varying_prob:
+        blurred, field_kernels = varying_shake_blur(linear, size, rng)
+        kernel = field_kernels[len(field_kernels) // 2]
+        details["varying"] = True
+    else:
+        if kind == "motion":
+            kernel = motion_kernel(size, rng=rng)
+        else:
+            kernel = random_kernel(rng, kinds=(kind,), max_size=size)
+        blurred = convolve(linear, kernel)
+    if recipe.object_prob and rng.random() < recipe.object_prob and linear.ndim == 3:
+        h, w = linear.shape[:2]
+        shift = (int(rng.integers(h)), int(rng.integers(w)))
+        obj = np.roll(linear, shift, axis=(0, 1))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        ry, rx = rng.uniform(0.1, 0.3) * h, rng.uniform(0.1, 0.3) * w
+        dist = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+        mask = np.clip((1.2 - dist) / 0.4, 0.0, 1.0)[..., None]
+        length = float(rng.uniform(5, recipe.size_range[1] - 4))
+        streak = _line_kernel(length, float(rng.uniform(0, math.pi)), recipe.size_range[1])
+        blurred = (1 - convolve(mask, streak)) * blurred + convolve(obj * mask, streak)
+        linear = (1 - mask) * linear + obj * mask
+        details["object_streak"] = length
+    blurry = np.clip(blurred, 0.0, 1.0)
+    sharp = np.clip(linear, 0.0, 1.0)
+    if gamma != 1:
+        blurry, sharp = blurry ** (1 / gamma), sharp ** (1 / gamma)
+    if margin:
+        inner = (slice(margin, -margin), slice(margin, -margin))
+        blurry, sharp = blurry[inner], sharp[inner]
+    read = float(rng.uniform(*recipe.noise_range))
+    shot = float(rng.uniform(0, recipe.shot_noise_max)) if recipe.shot_noise_max else 0.0
+    if read or shot:
+        blurry = add_signal_dependent_noise(blurry, read, shot, rng)
+    details.update(noise=read, shot=shot)
+    if recipe.jpeg_prob and rng.random() < recipe.jpeg_prob:
+        quality = int(rng.integers(recipe.jpeg_quality[0], recipe.jpeg_quality[1] + 1))
+        blurry = jpeg_degrade(blurry, quality)
+        details["jpeg"] = quality
+    return DegradedPair(
+        quantize8(blurry), quantize8(np.ascontiguousarray(sharp)), np.asarray(kernel), details
+    )
+
+
 __all__ = [
     "FRAME_SUFFIXES",
+    "SHAKE_BENCH_RECIPE",
     "Boundary",
+    "DegradedPair",
+    "Recipe",
     "add_gaussian_noise",
+    "add_signal_dependent_noise",
     "average_frames",
     "convolve",
     "jpeg_degrade",
+    "quantize8",
     "read_frame_sequence",
+    "synthesize",
+    "varying_shake_blur",
 ]

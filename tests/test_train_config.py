@@ -89,7 +89,7 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
         (["run.steps=many"], "run.steps: expected int, got str 'many'"),
         (["run.steps=1.5"], "run.steps: expected int"),
         (["run.amp=1"], "run.amp: expected bool"),
-        (["data.kind=video"], "data.kind: 'video' is not one of 'synthetic', 'paired'"),
+        (["data.kind=video"], "data.kind: 'video' is not one of 'synthetic', 'pack', 'paired'"),
         (["data.kernel_kinds=[1]"], "data.kernel_kinds[0]: expected str"),
         (["model.config.width=wide"], "model.config.width: expected int"),
         (["data.crop=100"], "data.crop=100 must be a positive multiple of 8"),

@@ -96,7 +96,7 @@ def test_cli_export_and_pack(
         main(
             [
                 "train",
-                "pack",
+                "pack-sharp",
                 str(run.parent / "sharp"),
                 "-o",
                 str(pack),

@@ -168,6 +168,65 @@ def speed(
           lambda path: plots.plot_speed(rows, path), quiet, json_out, csv_path, plot)
 
 
+@app.command("train")
+def train_speed(
+    config: Annotated[Path, typer.Argument(help="TOML training config.", exists=True,
+                                           dir_okay=False)],
+    variant: Annotated[Optional[list[str]], Opt("--variant", metavar="NAME", help=(
+        "Variant to time (repeatable; default all): old-recipe, nchw, channels-last, "
+        "channels-last+bf16, on-the-fly-w0, on-the-fly-w1, on-the-fly-w2."))] = None,
+    steps: Annotated[int, Opt(min=1, help="Timed training steps per variant.")] = 10,
+    warmup: Annotated[int, Opt(min=0, help="Untimed steps first.")] = 3,
+    threads: Annotated[int, Opt(min=1, help="torch threads of the training process.")] = 2,
+    set_: Annotated[Optional[list[str]], Opt("--set", metavar="KEY=VALUE",
+                                             help="Override a config value (repeatable).")] = None,
+    json_out: JsonOpt = False,
+    csv_path: CsvOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Time whole training steps of a config's model (data loading included) under variants.
+
+    Prints step time, trained megapixels per second, achieved GFLOP/s of the model's
+    forward+backward and peak memory per variant, next to the machine's measured conv and
+    matmul peak. Run it on an otherwise idle machine. The pack variants need the config's
+    data.pack (deblurcli train pack CONFIG).
+
+    Example:
+
+      deblurcli bench train configs/resunet_shake.toml --steps 10
+    """
+    from rich.table import Table
+
+    from deblurcli.bench.training import VARIANTS, run_training_benchmark
+    from deblurcli.train.config import load_config
+
+    unknown = [v for v in variant or [] if v not in VARIANTS]
+    if unknown:
+        raise UsageError(f"unknown --variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    cfg = load_config(config, list(set_ or []))
+    doc = run_training_benchmark(
+        cfg, variant, steps=steps, warmup=warmup, threads=threads,
+        on_row=lambda r: info(f"{r['variant']}: {r.get('step_s', float('nan')):.3f} s/step "
+                              f"{r.get('error', '')}", quiet=quiet))
+    peak = doc["peak"]
+    grid = Table(title=(f"{cfg.model.arch} batch {doc['batch']}×{doc['crop']}², "
+                        f"{doc['step_gflop']:.1f} GFLOP/step; peak conv "
+                        f"{peak['conv3x3_gflops']:.0f}, matmul "
+                        f"{peak['matmul_gflops']:.0f} GFLOP/s"))
+    for column in ("variant", "layout", "precision", "data", "workers", "s/step", "MP/s",
+                   "GFLOP/s", "% conv peak", "peak MiB"):
+        grid.add_column(column)
+    for r in doc["rows"]:
+        if "error" in r:
+            grid.add_row(r["variant"], r["layout"], r["precision"], r["data"], str(r["workers"]),
+                         r["error"], "", "", "", "")
+            continue
+        grid.add_row(r["variant"], r["layout"], r["precision"], r["data"], str(r["workers"]),
+                     f"{r['step_s']:.3f}", f"{r['mp_per_s']:.3f}", f"{r['gflops']:.0f}",
+                     f"{100 * r['of_conv_peak']:.0f}", f"{r['peak_rss_mib']:.0f}")
+    _emit(grid, doc["rows"], doc, lambda path: path, quiet, json_out, csv_path, None)
+
+
 def _emit(table: Any, rows: list[dict[str, Any]], document: Any, draw: Callable[[Path], Path],
           quiet: bool, json_out: bool, csv_path: Path | None, plot: Path | None) -> None:
     """Table on stderr, optional CSV file and figure, and the JSON document on stdout."""

@@ -148,6 +148,61 @@ def export(
 
 @app.command("pack")
 def pack(
+    config: Annotated[
+        Path, typer.Argument(help="TOML training config.", exists=True, dir_okay=False)
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a config value (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Pack file (default: the config's data.pack)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes that synthesise pairs.")] = 2,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing pack.")
+    ] = False,
+    no_progress: opt.NoProgressOpt = False,
+) -> None:
+    """Precompute the config's degraded training pairs once into one file (data off the hot path).
+
+    The pairs are those of the config's [data] recipe (blur kinds and sizes, varying blur, moving
+    objects, noise, JPEG, highlights, frame averaging), data.pack_count of them, seeded by
+    run.seed: pair j is the same on every machine. Training with data.kind = "pack" then reads
+    them with almost no CPU, so both cores train.
+
+    Example:
+
+      deblurcli train pack configs/resunet_shake.toml --workers 2
+    """
+    from deblurcli.errors import UsageError
+    from deblurcli.train.config import load_config
+    from deblurcli.train.data import build_pair_pack, pool_spec_of
+
+    cfg = load_config(config, list(set_ or []))
+    target = output or Path(cfg.data.pack or ".pack/pairs.safetensors")
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} exists; pass --overwrite to rebuild it")
+    spec = pool_spec_of(cfg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shown = progress_enabled(no_progress, False)
+
+    def progress(done: int, total: int) -> None:
+        if shown:
+            err_console.print(f"\rpacked {done}/{total} pairs", end="")
+
+    meta = build_pair_pack(spec, cfg.data.pack_count, target, workers=workers, on_progress=progress)
+    if shown:
+        err_console.print()
+    info(
+        f"wrote {meta['count']} pairs of {meta['size']}² to {target} "
+        f"({target.stat().st_size / 1e6:.0f} MB) in {float(meta['seconds']):.0f} s"
+    )
+
+
+@app.command("pack-sharp")
+def pack_sharp(
     sources: Annotated[
         list[Path], typer.Argument(help="Folders of sharp images.", exists=True, file_okay=False)
     ],
@@ -165,7 +220,7 @@ def pack(
 
     Example:
 
-      deblurcli train pack ../shared/data/sharp_train -o .pack/sharp_train.safetensors
+      deblurcli train pack-sharp ../shared/data/sharp_train -o .pack/sharp_train.safetensors
 
     Then train with --set data.sharp=.pack/sharp_train.safetensors
     """

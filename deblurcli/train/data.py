@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from deblurcli.degrade import Recipe, synthesize
 from deblurcli.errors import UsageError
-from deblurcli.train.config import DataConfig, ValConfig
+from deblurcli.train.config import DataConfig, ValConfig, recipe_of
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +193,175 @@ def build_pack(
     return len(blobs)
 
 
+# --------------------------------------------------------------------------- pair packs
+
+PAIR_PACK_FORMAT = "pairs-1"
+
+
+@lru_cache(maxsize=1024)
+def _decoded_u8(path: str, channels: int) -> np.ndarray:
+    """A whole image as ``H × W × C`` uint8 (cached per process while a pack is built)."""
+    return np.round(read_rgb(Path(path), channels) * 255.0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What pair ``j`` of a seeded pool is made from (see :func:`pool_pair`)."""
+
+    files: tuple[str, ...]
+    """Sharp photos, sorted."""
+    size: int
+    """Side of the stored pairs."""
+    recipe: Recipe
+    seed: int
+    channels: int = 3
+    frame_sequences: tuple[tuple[str, ...], ...] = ()
+    """Folders of consecutive sharp frames (GoPro-style pairs by frame averaging)."""
+    frames_prob: float = 0.0
+    """Fraction of pairs made by averaging 7–13 consecutive frames instead of a synthetic blur."""
+
+
+def pool_spec_of(cfg: Any) -> PoolSpec:
+    """The pool a training config's ``[data]`` section describes (``cfg``: a TrainConfig)."""
+    from deblurcli.degrade import read_frame_sequence
+    from deblurcli.train.config import recipe_of
+
+    d = cfg.data
+    files: list[Path] = []
+    for source in d.sharp.split(","):
+        files += list_images(source.strip())
+    sequences: list[tuple[str, ...]] = []
+    if d.frames_root and d.frames_prob > 0:
+        root = Path(d.frames_root)
+        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        for folder in folders or [root]:
+            sequences.append(tuple(str(f) for f in read_frame_sequence(folder)))
+    return PoolSpec(
+        files=tuple(str(f) for f in files),
+        size=d.pack_size or d.crop + 16,
+        recipe=recipe_of(d),
+        seed=cfg.run.seed,
+        frame_sequences=tuple(sequences),
+        frames_prob=d.frames_prob,
+    )
+
+
+def pool_pair(spec: PoolSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair ``index`` of the pool: ``(blurry, sharp)``, ``size × size × C`` float32, 8-bit grid.
+
+    A pure function of ``(spec, index)``: the same pair whether it is packed or made on the fly.
+    """
+    from deblurcli.degrade import average_frames, quantize8
+
+    rng = sample_rng(spec.seed, 5, index)
+    if spec.frame_sequences and rng.random() < spec.frames_prob:
+        frames = spec.frame_sequences[int(rng.integers(len(spec.frame_sequences)))]
+        n = 7 + 2 * int(rng.integers(4))
+        start = int(rng.integers(0, len(frames) - n + 1))
+        stack = [_decoded_u8(frames[start + i], spec.channels) for i in range(n)]
+        h, w = stack[0].shape[:2]
+        top, left = int(rng.integers(0, h - spec.size + 1)), int(rng.integers(0, w - spec.size + 1))
+        crops = [f[top : top + spec.size, left : left + spec.size] / np.float32(255) for f in stack]
+        crops = _augment(crops, rng)
+        return quantize8(average_frames(crops)), quantize8(crops[n // 2])
+    path = spec.files[int(rng.integers(len(spec.files)))]
+    pixels = _decoded_u8(path, spec.channels)
+    region = _random_region(pixels, spec.size + 2 * spec.recipe.margin, rng)
+    (region,) = _augment([region.astype(np.float32) / np.float32(255)], rng)
+    pair = synthesize(region, rng, spec.recipe)
+    return pair.blurry, pair.sharp
+
+
+def _pool_chunk(spec: PoolSpec, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    pairs = [pool_pair(spec, j) for j in range(start, stop)]
+    to_u8 = lambda a: np.round(a * 255.0).astype(np.uint8)  # noqa: E731
+    return (
+        np.stack([to_u8(b) for b, _ in pairs]),
+        np.stack([to_u8(s) for _, s in pairs]),
+    )
+
+
+def build_pair_pack(
+    spec: PoolSpec,
+    count: int,
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, object]:
+    """Precompute pairs ``0 .. count - 1`` of the pool into one safetensors file of uint8 arrays.
+
+    Training then reads pairs with almost no CPU (``data.kind = "pack"``). The file holds
+    ``blurry`` and ``sharp`` (``count × size × size × C`` uint8) and, as metadata, the recipe,
+    seed and sources, so a pack documents itself.
+
+    Returns:
+        The metadata written (plus ``seconds``, the build time).
+    """
+    import concurrent.futures
+    import json
+    import time
+
+    from safetensors.numpy import save_file
+
+    from deblurcli._atomic import atomic_path
+
+    t0 = time.monotonic()
+    shape = (count, spec.size, spec.size, spec.channels)
+    blurry, sharp = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+    chunk = 128
+    bounds = [(a, min(a + chunk, count)) for a in range(0, count, chunk)]
+    done = 0
+    if workers <= 1:
+        results = (_pool_chunk(spec, a, b) for a, b in bounds)
+        for (a, b), (bl, sh) in zip(bounds, results, strict=True):
+            blurry[a:b], sharp[a:b] = bl, sh
+            done += b - a
+            if on_progress:
+                on_progress(done, count)
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(_pool_chunk, spec, a, b): (a, b) for a, b in bounds}
+            for future in concurrent.futures.as_completed(futures):
+                a, b = futures[future]
+                blurry[a:b], sharp[a:b] = future.result()
+                done += b - a
+                if on_progress:
+                    on_progress(done, count)
+    meta = {
+        "deblurcli.pack": PAIR_PACK_FORMAT,
+        "count": str(count),
+        "size": str(spec.size),
+        "seed": str(spec.seed),
+        "recipe": json.dumps(dataclasses_asdict(spec.recipe)),
+        "images": str(len(spec.files)),
+        "frame_sequences": str(len(spec.frame_sequences)),
+        "frames_prob": str(spec.frames_prob),
+    }
+    with atomic_path(out) as tmp:
+        save_file({"blurry": blurry, "sharp": sharp}, str(tmp), metadata=meta)
+    return {**meta, "seconds": time.monotonic() - t0}
+
+
+def dataclasses_asdict(obj: object) -> dict[str, object]:
+    """``dataclasses.asdict`` (tuples become lists, so the result is plain JSON)."""
+    import dataclasses
+
+    return json_ready(dataclasses.asdict(obj))  # type: ignore[call-overload]
+
+
+def json_ready(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
 # --------------------------------------------------------------------------- degradations
 
 
@@ -214,32 +385,9 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndar
     return [np.ascontiguousarray(a[:, ::-1] if flip else a) for a in out]
 
 
-def degrade(
-    sharp_region: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    kinds: Sequence[str],
-    kernel_size: int,
-    noise_max: float,
-    jpeg_prob: float = 0.0,
-    jpeg_quality: Sequence[int] = (40, 95),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Blur (random kernel), add noise and maybe JPEG; return (blurry, sharp) without the margin.
-
-    ``sharp_region`` carries a margin of ``kernel_size // 2`` pixels on each side, so the blur
-    near the crop's border sees real image content, not padding.
-    """
-    from deblurcli.degrade import add_gaussian_noise, convolve, jpeg_degrade
-    from deblurcli.kernels import random_kernel
-
-    pad = kernel_size // 2
-    kernel = random_kernel(rng, kinds=tuple(kinds), max_size=kernel_size)
-    blurry = convolve(sharp_region, kernel)[pad : -pad or None, pad : -pad or None]
-    sharp = sharp_region[pad : -pad or None, pad : -pad or None]
-    blurry = add_gaussian_noise(blurry, float(rng.uniform(0.0, noise_max)), rng)
-    if jpeg_prob > 0 and rng.random() < jpeg_prob:
-        blurry = jpeg_degrade(blurry, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
-    return blurry, np.ascontiguousarray(sharp)
+def synthetic_region_size(cfg: DataConfig) -> int:
+    """Side of the sharp window a synthetic pair is cut from (crop plus the blur margin)."""
+    return cfg.crop + 2 * (cfg.kernel_size // 2)
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -272,24 +420,17 @@ class SyntheticPairs(_IndexedDataset):
 
     def __init__(self, cfg: DataConfig, seed: int, channels: int = 3) -> None:
         self.source = open_sharp_source(cfg.sharp, channels)
+        self.recipe = recipe_of(cfg)
         super().__init__(len(self.source), cfg, seed, channels)
 
     def __getitem__(self, index: int) -> Sample:
         cfg, rng = self.cfg, sample_rng(self.seed, 1, index)
         pixels = self.source[self._item(index)]
-        region = _random_region(pixels, cfg.crop + 2 * (cfg.kernel_size // 2), rng)
+        region = _random_region(pixels, synthetic_region_size(cfg), rng)
         if cfg.flips:
             (region,) = _augment([region], rng)
-        blurry, sharp = degrade(
-            region,
-            rng,
-            kinds=cfg.kernel_kinds,
-            kernel_size=cfg.kernel_size,
-            noise_max=cfg.noise_max,
-            jpeg_prob=cfg.jpeg_prob,
-            jpeg_quality=cfg.jpeg_quality,
-        )
-        return {"blurry": _tensor(blurry), "sharp": _tensor(sharp)}
+        pair = synthesize(region, rng, self.recipe)
+        return {"blurry": _tensor(pair.blurry), "sharp": _tensor(pair.sharp)}
 
 
 class PairedImages(_IndexedDataset):
@@ -368,10 +509,48 @@ class FrameAverages(_IndexedDataset):
         return sample
 
 
+class PackedPairs(_IndexedDataset):
+    """Pairs read from a pair pack: a random ``crop``² window of a stored pair, flipped/rotated."""
+
+    def __init__(self, cfg: DataConfig, seed: int, channels: int = 3) -> None:
+        from safetensors import safe_open
+
+        path = Path(cfg.pack)
+        if not path.is_file():
+            raise UsageError(f"{path}: pack file not found (build it with `deblurcli train pack`)")
+        with safe_open(str(path), framework="np") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("deblurcli.pack") != PAIR_PACK_FORMAT:
+                raise UsageError(f"{path}: not a pair pack of format {PAIR_PACK_FORMAT}")
+            self.blurry, self.sharp = handle.get_tensor("blurry"), handle.get_tensor("sharp")
+        if self.blurry.shape[-1] != channels:
+            raise UsageError(
+                f"{path}: pack has {self.blurry.shape[-1]} channels, the model {channels}"
+            )
+        if self.blurry.shape[1] < cfg.crop:
+            raise UsageError(
+                f"{path}: pairs are {self.blurry.shape[1]} px, data.crop is {cfg.crop}"
+            )
+        self.meta = meta
+        super().__init__(len(self.blurry), cfg, seed, channels)
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = sample_rng(self.seed, 1, index)
+        j = self._item(index)
+        both = np.concatenate([self.blurry[j], self.sharp[j]], axis=2)
+        region = _random_region(both, self.cfg.crop, rng).astype(np.float32) / np.float32(255)
+        if self.cfg.flips:
+            (region,) = _augment([region], rng)
+        c = self.channels
+        return {"blurry": _tensor(region[..., :c]), "sharp": _tensor(region[..., c:])}
+
+
 def make_dataset(cfg: DataConfig, seed: int, channels: int = 3) -> _IndexedDataset:
     """The training dataset ``cfg`` describes (files are listed now, read lazily)."""
     if cfg.kind == "synthetic":
         return SyntheticPairs(cfg, seed, channels)
+    if cfg.kind == "pack":
+        return PackedPairs(cfg, seed, channels)
     if cfg.kind == "paired":
         if not cfg.blurred:
             raise UsageError("data.kind = 'paired' needs data.blurred and data.sharp folders")
@@ -467,10 +646,14 @@ def build_val_set(cfg: ValConfig, channels: int = 3) -> ValSet | None:
             if region is None:
                 continue
             rng = sample_rng(cfg.seed, len(names))
-            b, s = degrade(
-                region, rng, kinds=VAL_KINDS, kernel_size=cfg.kernel_size, noise_max=VAL_NOISE_MAX
+            recipe = Recipe(
+                kinds=VAL_KINDS,
+                size_range=(5, cfg.kernel_size),
+                linear_light=False,
+                noise_range=(0.0, VAL_NOISE_MAX),
             )
-            blurry.append(b), sharp.append(s), names.append(str(path))
+            pair = synthesize(region, rng, recipe, margin=margin)
+            blurry.append(pair.blurry), sharp.append(pair.sharp), names.append(str(path))
             if len(names) == cfg.count:
                 break
     else:

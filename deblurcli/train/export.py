@@ -97,15 +97,19 @@ def _val_description(cfg: TrainConfig) -> str:
 def _data_description(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.data
     found: dict[str, Any] = {"kind": d.kind, "crop": d.crop, "batch_size": d.batch_size}
-    if d.kind == "synthetic":
-        found.update(
-            sharp=d.sharp,
-            kernels=d.kernel_kinds,
-            kernel_size=d.kernel_size,
-            noise_max=d.noise_max,
-            jpeg_prob=d.jpeg_prob,
-            jpeg_quality=d.jpeg_quality,
-        )
+    if d.kind in ("synthetic", "pack"):
+        from deblurcli.train.config import recipe_of
+        from deblurcli.train.data import dataclasses_asdict
+
+        found.update(sharp=d.sharp, recipe=dataclasses_asdict(recipe_of(d)))
+        if d.kind == "pack":
+            found.update(
+                pack=d.pack,
+                pack_count=d.pack_count,
+                pack_size=d.pack_size or d.crop + 16,
+                frames_root=d.frames_root,
+                frames_prob=d.frames_prob,
+            )
     elif d.kind == "paired":
         found.update(blurred=d.blurred, sharp=d.sharp)
     else:
@@ -156,18 +160,32 @@ def export_run(
     info = ModelInfo.for_model(cfg.model.arch, model)
     manifest = Path(weights_dir) / "manifest.json" if weights_dir else MANIFEST_PATH
     target = manifest.parent / f"{name}-{tag}.safetensors"
+    steps = int(state["step"])
+    cpu_hours = float(state["scalars"].get("cpu_seconds", 0.0)) / 3600
+    init = sessions[0].get("init") if sessions else None
+    lineage = {
+        "parent": init["init"] if init else None,
+        "parent_sha256": init["parent_sha256"] if init else None,
+        "cumulative_steps": steps + (int(init["parent_steps"]) if init else 0),
+        "cumulative_cpu_hours": round(
+            cpu_hours + (float(init["parent_cpu_hours"]) if init else 0.0), 3
+        ),
+    }
     training = {
         "command": [command_line(shlex.split(s["command"])) for s in sessions],
         "config": cfg.to_dict(),
         "data": _data_description(cfg),
-        "steps": int(state["step"]),
+        "steps": steps,
         "weights": "ema" if source.name.startswith("ema") else "raw",
         "wall_time_s": round(float(state["scalars"].get("wall_seconds", 0.0)), 1),
+        "cpu_hours": round(cpu_hours, 3),
+        "lineage": lineage,
         "hardware": sessions[-1]["hardware"],
         "run": run_dir.name,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    summary = {k: training[k] for k in ("steps", "weights", "wall_time_s", "data", "command")}
+    kept = ("steps", "weights", "wall_time_s", "cpu_hours", "lineage", "data", "command")
+    summary = {k: training[k] for k in kept}
     sha256 = save_checkpoint(target, model, info, extra_metadata={"train": summary})
     if on_progress:
         on_progress(f"wrote {target}; measuring PSNR/SSIM …")

@@ -52,6 +52,7 @@ RESUME_MAY_CHANGE = {
     "run.log_every",
     "run.val_every",
     "run.num_threads",
+    "run.init",
     "run.steps",
     "data.workers",
     "checkpoint.every",
@@ -197,6 +198,93 @@ class _Log:
             self.handle.close()
 
 
+@dataclass
+class WarmStart:
+    """Weights a run starts from (``run.init``) and the lineage they carry."""
+
+    weights: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    lineage: dict[str, Any]
+
+
+def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
+    """Resolve ``run.init`` (``NAME@TAG``, a run folder or a ``.safetensors`` file).
+
+    The architecture and its config must equal the run's. A run folder gives its newest
+    checkpoint's raw weights and EMA; an exported file gives its (EMA) weights for both.
+
+    Raises:
+        ConfigError: the source does not exist or holds another architecture or config.
+    """
+    from safetensors.torch import load_file
+
+    from deblurcli.engine.checkpoint import read_metadata, sha256_file
+
+    folder = Path(ref)
+    if folder.is_dir():
+        latest = checkpointing.latest_checkpoint(folder)
+        if latest is None:
+            raise ConfigError(f"run.init: {folder} holds no checkpoint")
+        saved = config_from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        arch = saved.model.arch
+        config = archs.config_of(archs.build(arch, saved.model.config))
+        weights = load_file(str(latest / "model.safetensors"))
+        ema_file = latest / "ema.safetensors"
+        ema = load_file(str(ema_file)) if ema_file.is_file() else None
+        state = json.loads((latest / "state.json").read_text(encoding="utf-8"))
+        scalars = state.get("scalars", {})
+        parent = _parent_lineage(folder / "run.json")
+        lineage = {
+            "init": str(folder),
+            "parent_sha256": sha256_file(latest / "model.safetensors"),
+            "parent_steps": int(state["step"]) + int(parent.get("cumulative_steps", 0)),
+            "parent_cpu_hours": float(scalars.get("cpu_seconds", 0.0)) / 3600
+            + float(parent.get("cumulative_cpu_hours", 0.0)),
+        }
+    else:
+        from deblurcli.engine.zoo import resolve
+        from deblurcli.errors import DeblurError
+
+        try:
+            path = resolve(ref, offline=True).path
+        except DeblurError as exc:
+            raise ConfigError(f"run.init: {exc}") from None
+        meta = read_metadata(path)
+        arch, config = meta["arch"], json.loads(meta.get("config", "{}"))
+        weights = load_file(str(path))
+        ema = None
+        summary = json.loads(meta.get("train", "{}"))
+        lineage_before = summary.get("lineage", {})
+        lineage = {
+            "init": ref,
+            "parent_sha256": sha256_file(path),
+            "parent_steps": int(lineage_before.get("cumulative_steps", summary.get("steps", 0))),
+            "parent_cpu_hours": float(
+                lineage_before.get("cumulative_cpu_hours", summary.get("cpu_hours", 0.0))
+            ),
+        }
+    wanted = archs.config_of(archs.build(cfg.model.arch, cfg.model.config))
+    if arch != cfg.model.arch or config != wanted:
+        raise ConfigError(
+            f"run.init: {ref} is {arch} {config}, the run trains {cfg.model.arch} {wanted}"
+        )
+    return WarmStart(weights, ema, lineage)
+
+
+def _parent_lineage(run_json: Path) -> dict[str, Any]:
+    """Cumulative steps/CPU hours before a run's own (from its first session's warm start)."""
+    if not run_json.is_file():
+        return {}
+    sessions = json.loads(run_json.read_text(encoding="utf-8")).get("sessions", [])
+    init = sessions[0].get("init") if sessions else None
+    if not init:
+        return {}
+    return {
+        "cumulative_steps": init["parent_steps"],
+        "cumulative_cpu_hours": init["parent_cpu_hours"],
+    }
+
+
 def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, rank: int) -> Path | None:
     """Check the run folder against ``resume``; return the checkpoint to resume from."""
     latest = checkpointing.latest_checkpoint(run_dir)
@@ -277,6 +365,8 @@ def _fit(
         )
     dataset = data.make_dataset(cfg.data, seed, info.in_channels)  # lists files: fails early
     model.to(device)
+    memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     optim_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     optimizer = optim_cls(
         model.parameters(),
@@ -296,6 +386,12 @@ def _fit(
         )
     ema: dict[str, torch.Tensor] | None = None
     start, scalars = 0, {}
+    warm = load_warm_start(cfg.run.init, cfg) if cfg.run.init and latest is None else None
+    if warm is not None:
+        module_state = {k: v.to(device) for k, v in warm.weights.items()}
+        model.load_state_dict(module_state, strict=True)
+        if warm.ema is not None and cfg.model.ema_decay > 0:
+            ema = {k: v.to(device) for k, v in warm.ema.items()}
     if latest is not None:
         start, ema, scalars = checkpointing.load_state(
             latest, model=model, optimizers=optimizers, disc=disc
@@ -310,6 +406,8 @@ def _fit(
             "resumed_from": start,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if warm is not None:
+            record["init"] = warm.lineage
         history = run_dir / "run.json"
         runs = json.loads(history.read_text())["sessions"] if history.exists() and start else []
         atomic_write_bytes(history, json.dumps({"sessions": [*runs, record]}, indent=2).encode())
@@ -345,12 +443,13 @@ def _fit(
         world=world,
         pin_memory=device.type == "cuda",
     )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.run.amp and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if cfg.run.amp and device.type == "cuda":
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    elif cfg.run.cpu_bf16 and device.type == "cpu":
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16)
     wall0, session_start = float(scalars.get("wall_seconds", 0.0)), time.monotonic()
+    cpu0, session_cpu = float(scalars.get("cpu_seconds", 0.0)), time.process_time()
     tick, sums, count, step = time.monotonic(), {}, 0, start
     last_val: dict[str, float] = dict(scalars.get("val", {}))
     checkpoint = latest
@@ -361,8 +460,8 @@ def _fit(
         lr = cfg.optim.lr * lr_factor(step_index, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        blurry = batch["blurry"].to(device, non_blocking=True)
-        sharp = batch["sharp"].to(device, non_blocking=True)
+        blurry = batch["blurry"].to(device, non_blocking=True, memory_format=memory_format)
+        sharp = batch["sharp"].to(device, non_blocking=True, memory_format=memory_format)
         gan_on = disc is not None and step_index >= lc.gan_start
         with autocast:
             inputs = (blurry, batch["reference"].to(device)) if info.inputs == 2 else (blurry,)
@@ -451,7 +550,12 @@ def _fit(
                     ema=ema,
                     disc=disc,
                     keep_last=cfg.checkpoint.keep_last,
-                    scalars={"wall_seconds": wall, "val": last_val, "world_size": world},
+                    scalars={
+                        "wall_seconds": wall,
+                        "cpu_seconds": cpu0 + time.process_time() - session_cpu,
+                        "val": last_val,
+                        "world_size": world,
+                    },
                 )
                 if on_step:
                     on_step(StepInfo("checkpoint", step, total, {"wall": wall}))

@@ -1,0 +1,211 @@
+"""Pair packs, the realistic degradation pipeline, warm starts and their lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _train_data import tiny_config, write_images
+from safetensors.torch import load_file
+
+from deblurcli.degrade import Recipe, synthesize, varying_shake_blur
+from deblurcli.engine.checkpoint import sha256_file
+from deblurcli.train import checkpointing, data
+from deblurcli.train.config import ConfigError
+from deblurcli.train.loop import fit
+
+REPO = Path(__file__).resolve().parent.parent
+RICH = Recipe(
+    size_range=(5, 21),
+    varying_prob=0.5,
+    object_prob=0.5,
+    clip_prob=0.5,
+    noise_range=(0.0, 0.02),
+    shot_noise_max=0.001,
+    jpeg_prob=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pack") / "sharp"
+    write_images(folder, 5)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("frames") / "seq"
+    write_images(folder, 14, size=(60, 60), seed=3)
+    return folder.parent
+
+
+def _pack_config(images: Path, frames: Path, pack: Path, **values: object):
+    return tiny_config(
+        images,
+        **{
+            "data.kind": "pack",
+            "data.pack": str(pack),
+            "data.pack_count": 12,
+            "data.pack_size": 40,
+            "data.kernel_size": 9,
+            "data.varying_prob": 0.5,
+            "data.object_prob": 0.3,
+            "data.clip_prob": 0.3,
+            "data.shot_noise_max": 0.001,
+            "data.noise_max": 0.01,
+            "data.jpeg_prob": 0.3,
+            "data.frames_root": str(frames),
+            "data.frames_prob": 0.3,
+            **values,
+        },
+    )
+
+
+def test_pack_holds_exactly_the_on_the_fly_pairs(
+    images: Path, frames: Path, tmp_path: Path
+) -> None:
+    pack = tmp_path / "pairs.safetensors"
+    cfg = _pack_config(images, frames, pack)
+    spec = data.pool_spec_of(cfg)
+    meta = data.build_pair_pack(spec, 12, pack, workers=2)
+    assert meta["count"] == "12" and json.loads(str(meta["recipe"]))["varying_prob"] == 0.5
+    stored = load_file(str(pack))
+    assert tuple(stored["blurry"].shape) == (12, 40, 40, 3) and stored["sharp"].dtype == torch.uint8
+    for j in range(12):
+        blurry, sharp = data.pool_pair(spec, j)
+        assert np.array_equal(stored["blurry"][j].numpy(), np.round(blurry * 255).astype(np.uint8))
+        assert np.array_equal(stored["sharp"][j].numpy(), np.round(sharp * 255).astype(np.uint8))
+    # a single-process build stores the same pairs
+    again = tmp_path / "again.safetensors"
+    data.build_pair_pack(spec, 12, again, workers=1)
+    other = load_file(str(again))
+    assert all(torch.equal(other[k], stored[k]) for k in ("blurry", "sharp"))
+    # the training dataset crops and flips the stored pairs
+    sample = data.make_dataset(cfg.data, seed=0)[3]
+    assert sample["blurry"].shape == (3, 32, 32) and sample["sharp"].shape == (3, 32, 32)
+
+
+def test_pack_config_errors(images: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.pack"):
+        tiny_config(images, **{"data.kind": "pack"})
+    cfg = tiny_config(images, **{"data.kind": "pack", "data.pack": str(tmp_path / "none.st")})
+    with pytest.raises(Exception, match="train pack"):
+        data.make_dataset(cfg.data, seed=0)
+    with pytest.raises(ValueError, match="size_range"):
+        Recipe(size_range=(11, 9)).check()
+    with pytest.raises(ConfigError, match="varying_prob"):
+        tiny_config(images, **{"data.varying_prob": 1.5})
+
+
+def test_synthesize_is_seeded_and_quantised() -> None:
+    region = np.random.default_rng(0).random((60, 60, 3)).astype(np.float32)
+    a = synthesize(region, np.random.default_rng(5), RICH)
+    b = synthesize(region, np.random.default_rng(5), RICH)
+    assert a.blurry.shape == a.sharp.shape == (40, 40, 3)
+    assert np.array_equal(a.blurry, b.blurry) and np.array_equal(a.sharp, b.sharp)
+    assert np.array_equal(np.round(a.blurry * 255) / 255, a.blurry)
+    assert abs(float(a.kernel.sum()) - 1.0) < 1e-9
+
+
+def _psf_at(image: np.ndarray, row: int, col: int, radius: int) -> np.ndarray:
+    patch = image[row - radius : row + radius + 1, col - radius : col + radius + 1, 0]
+    return patch / patch.sum()
+
+
+def test_spatially_varying_blur_really_varies() -> None:
+    """Point sources in two corners are smeared into different kernels; uniform blur is not."""
+    size, radius = 129, 10
+    image = np.zeros((size, size, 1), np.float32)
+    points = [(15, 15), (size - 16, size - 16), (15, size - 16)]
+    for r, c in points:
+        image[r, c] = 1.0
+    blurred, kernels = varying_shake_blur(image, 21, np.random.default_rng(2), rotation_share=0.8)
+    assert len(kernels) == 9 and all(abs(k.sum() - 1) < 1e-9 for k in kernels)
+    psfs = [_psf_at(blurred, r, c, radius) for r, c in points]
+    assert np.abs(psfs[0] - psfs[1]).sum() > 0.3 and np.abs(psfs[0] - psfs[2]).sum() > 0.3
+    # the same measurement on a uniform blur finds one kernel everywhere
+    from deblurcli.degrade import convolve
+
+    uniform = convolve(image, kernels[4], boundary="zero")
+    same = [_psf_at(uniform, r, c, radius) for r, c in points]
+    assert np.abs(same[0] - same[1]).sum() < 1e-5
+
+
+def test_warm_start_begins_at_the_given_weights_and_records_lineage(
+    images: Path, tmp_path: Path
+) -> None:
+    from deblurcli.train.export import export_run
+
+    parent = fit(tiny_config(images, **{"run.steps": 4, "run.val_every": 0}), tmp_path / "a")
+    options = {"run.steps": 3, "run.val_every": 0, "run.init": str(tmp_path / "a"),
+               "optim.lr": 0.0}
+    child = fit(tiny_config(images, **options), tmp_path / "b")
+    a = load_file(str(parent.checkpoint / "model.safetensors"))  # type: ignore[operator]
+    b = load_file(str(child.checkpoint / "model.safetensors"))  # type: ignore[operator]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the weights are exactly the parent's
+    init = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]["init"]
+    assert init["parent_sha256"] == sha256_file(parent.checkpoint / "model.safetensors")  # type: ignore[operator]
+    assert init["parent_steps"] == 4
+    entry = export_run(tmp_path / "b", name="tiny", tag="child", weights_dir=tmp_path / "w")
+    lineage = entry["training"]["lineage"]
+    assert lineage["cumulative_steps"] == 7 and lineage["parent_sha256"] == init["parent_sha256"]
+    # an exported file warm-starts a third run, and lineage accumulates
+    exported = tmp_path / "w" / entry["file"]
+    fit(tiny_config(images, **{**options, "run.init": str(exported)}), tmp_path / "c")
+    init_c = json.loads((tmp_path / "c" / "run.json").read_text())["sessions"][0]["init"]
+    assert init_c["parent_steps"] == 7 and init_c["parent_sha256"] == sha256_file(exported)
+
+
+def test_warm_start_refuses_another_architecture_config(images: Path, tmp_path: Path) -> None:
+    fit(tiny_config(images, **{"run.steps": 2, "run.val_every": 0}), tmp_path / "a")
+    cfg = tiny_config(images, **{"run.init": str(tmp_path / "a"), "model.config.width": 8})
+    with pytest.raises(ConfigError, match="run.init"):
+        fit(cfg, tmp_path / "b")
+
+
+_KILLED_PACK_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+from _train_data import tiny_config
+from deblurcli.train.loop import fit
+torch.set_num_threads(1)
+
+def kill(info):
+    if info.step == 9:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fit(tiny_config({images!r}, **{options!r}), {run!r}, on_step=kill)
+"""
+
+
+def test_resume_after_sigkill_is_bit_identical_with_a_pack(
+    images: Path, frames: Path, tmp_path: Path
+) -> None:
+    pack = tmp_path / "pairs.safetensors"
+    cfg0 = _pack_config(images, frames, pack)
+    data.build_pair_pack(data.pool_spec_of(cfg0), 12, pack, workers=1)
+    options = {"run.steps": 12, "run.val_every": 0, "checkpoint.every": 6,
+               "data.kind": "pack", "data.pack": str(pack)}
+    cfg = tiny_config(images, **options)
+    reference = fit(cfg, tmp_path / "whole")
+    script = _KILLED_PACK_RUN.format(
+        tests=str(REPO / "tests"), images=str(images), run=str(tmp_path / "killed"), options=options
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert checkpointing.latest_checkpoint(tmp_path / "killed").name == "step_00000006"  # type: ignore[union-attr]
+    resumed = fit(cfg, tmp_path / "killed", resume=True)
+    for name in ("model", "ema"):
+        a = load_file(str(reference.checkpoint / f"{name}.safetensors"))  # type: ignore[operator]
+        b = load_file(str(resumed.checkpoint / f"{name}.safetensors"))  # type: ignore[operator]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
