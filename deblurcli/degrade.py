@@ -89,14 +89,37 @@ def convolve(
 def add_gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Add white Gaussian noise of standard deviation ``sigma`` (on the [0, 1] scale) and clip.
 
+    The signal-independent case of :func:`add_signal_dependent_noise`.
+
     Returns:
         float32 array of the input's shape, clipped to [0, 1].
     """
     if sigma < 0:
         raise ValueError(f"noise sigma must be >= 0, got {sigma}")
-    image = np.asarray(image, dtype=np.float32)
-    noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
-    return np.clip(image + noise, 0.0, 1.0)
+    return add_signal_dependent_noise(image, sigma, 0.0, rng)
+
+
+def apply_kernel(
+    image: np.ndarray,
+    kernel: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    noise: float = 0.0,
+    jpeg: int | None = None,
+    boundary: Boundary = "reflect",
+) -> np.ndarray:
+    """Blur by a known kernel, add Gaussian noise ``noise``, optionally JPEG: ``blur``'s and
+    the benchmark presets' degradation (the tail of :func:`synthesize` with a fixed kernel).
+
+    Returns:
+        float32 array of the input's shape, in [0, 1].
+    """
+    blurred = convolve(image, kernel, boundary=boundary)
+    if noise > 0:
+        blurred = add_gaussian_noise(blurred, noise, rng)
+    if jpeg is not None:
+        blurred = jpeg_degrade(blurred, jpeg)
+    return np.clip(blurred, 0.0, 1.0).astype(np.float32)
 
 
 def jpeg_degrade(image: np.ndarray, quality: int) -> np.ndarray:
@@ -456,6 +479,7 @@ __all__ = [
     "Recipe",
     "add_gaussian_noise",
     "add_signal_dependent_noise",
+    "apply_kernel",
     "average_frames",
     "convolve",
     "jpeg_degrade",

@@ -69,6 +69,8 @@ class Dataset:
     """Border excluded from scoring (15 for the ``"shift"`` protocol)."""
     has_kernels: bool = False
     """Whether every sample carries its true kernel (enables ``--ground-truth-kernel``)."""
+    group_of: Callable[[str], str] | None = field(default=None, compare=False)
+    """Maps a sample name to its group (e.g. the GoPro sequence); reports add group means."""
 
     def head(self, limit: int | None) -> Dataset:
         """The first ``limit`` samples (all when ``None``)."""
@@ -199,8 +201,8 @@ def synthetic(
     """Sharp images blurred by seeded random kernels plus Gaussian noise (reproducible).
 
     Item ``n`` (in sorted file order) draws its kernel and noise from
-    ``SeedSequence([seed, n])``: ``kernels.random_kernel`` then ``degrade.convolve`` (reflect
-    boundary) and ``degrade.add_gaussian_noise``, clipped to [0, 1].
+    ``SeedSequence([seed, n])``: ``kernels.random_kernel`` then ``degrade.apply_kernel``
+    (reflecting boundary, Gaussian noise), clipped to [0, 1].
 
     Args:
         sharp_dir: Folder of sharp images.
@@ -223,15 +225,86 @@ def synthetic(
             )
             sharp = _read(files[name])
             k = kernels.random_kernel(kernel_rng, kinds=kinds, max_size=kernel_size)
-            blurred = degrade.convolve(sharp, k, boundary="reflect")
-            if noise > 0:
-                blurred = degrade.add_gaussian_noise(blurred, noise, noise_rng)
-            return Pair(name, np.clip(blurred, 0, 1).astype(np.float32), sharp, k)
+            blurred = degrade.apply_kernel(sharp, k, noise_rng, noise=noise)
+            return Pair(name, blurred, sharp, k)
 
         return load
 
     samples = tuple(Sample(name, loader(n, name)) for n, name in enumerate(files))
     return Dataset(f"synthetic:{Path(sharp_dir).name}@{seed}", samples, crop=crop, has_kernels=True)
+
+
+SHAKE_SEED = 0
+"""Seed of the ``shake`` preset (fixed: the same images on every machine and run)."""
+
+
+def shake(root: str | os.PathLike[str] | None = None, *, seed: int = SHAKE_SEED) -> Dataset:
+    """The fixed validation preset for learned models: ``sharp_val`` under camera shake.
+
+    Every image of ``root`` (default ``data_dir()/sharp_val``: BSDS500 val and Set14, sorted by
+    path, grey images as RGB) is blurred by :data:`deblurcli.degrade.SHAKE_BENCH_RECIPE` — a
+    seeded Boracchi–Foi camera-shake kernel of 15–51 px (reflecting border) plus σ = 0.01
+    Gaussian noise, on the 8-bit grid — with the generator ``SeedSequence([seed, n])`` of item
+    ``n``. Scoring leaves out a 16-px border. Samples carry their true kernels.
+    """
+    from deblurcli.train.data import list_images
+
+    base = Path(root) if root is not None else data_dir() / "sharp_val"
+    if not base.is_dir():
+        raise UsageError(f"sharp_val data not found in {base} (pass --data DIR or set ${DATA_ENV})")
+    files = list_images(base)
+
+    def loader(n: int, path: Path) -> Callable[[], Pair]:
+        def load() -> Pair:
+            from deblurcli.degrade import SHAKE_BENCH_RECIPE, synthesize
+
+            sharp = _read(path)
+            sharp = np.repeat(sharp, 3, axis=2) if sharp.shape[2] == 1 else sharp[..., :3]
+            rng = np.random.default_rng(np.random.SeedSequence([seed, n]))
+            pair = synthesize(sharp, rng, SHAKE_BENCH_RECIPE, margin=0)
+            return Pair(path.stem, pair.blurry, sharp, pair.kernel)
+
+        return load
+
+    samples = tuple(Sample(p.stem, loader(n, p)) for n, p in enumerate(files))
+    return Dataset(f"shake@{seed}", samples, crop=16, has_kernels=True)
+
+
+def gopro_dev(root: str | os.PathLike[str] | None = None) -> Dataset:
+    """Real motion blur: the ``gopro_dev`` pairs ``X.png`` / ``X_gt.png``, grouped by sequence.
+
+    Reports give a mean per sequence: GOPR0374 is the clean check; the GOPR0477 pairs overlap
+    the frames of ``gopro_frames`` that training may average.
+    """
+    base = Path(root) if root is not None else data_dir() / "gopro_dev"
+    if not base.is_dir():
+        raise UsageError(f"gopro_dev data not found in {base} (pass --data DIR or set ${DATA_ENV})")
+    files = _files(base, IMAGE_SUFFIXES)
+    names = sorted(n for n in files if not n.endswith("_gt") and n + "_gt" in files)
+
+    def loader(name: str) -> Callable[[], Pair]:
+        return lambda: Pair(name, _read(files[name]), _read(files[name + "_gt"]), None)
+
+    return Dataset("gopro_dev", tuple(Sample(n, loader(n)) for n in names),
+                   group_of=lambda name: name.split("_st_")[0])
+
+
+def city100(root: str | os.PathLike[str] | None = None) -> Dataset:
+    """Real lens blur: City100 Nikon pairs, ``NNNL`` (short focal length) against ``NNNH``."""
+    base = Path(root) if root is not None else data_dir() / "real_pairs" / "city100_nikon"
+    if not base.is_dir():
+        raise UsageError(f"city100 data not found in {base} (pass --data DIR or set ${DATA_ENV})")
+    files = _files(base, IMAGE_SUFFIXES)
+    names = sorted(n[:-1] for n in files if n.endswith("L") and n[:-1] + "H" in files)
+
+    def loader(name: str) -> Callable[[], Pair]:
+        return lambda: Pair(name, _read(files[name + "L"]), _read(files[name + "H"]), None)
+
+    return Dataset("city100_nikon", tuple(Sample(n, loader(n)) for n in names))
+
+
+PRESETS = ("levin", "shake", "gopro_dev", "city100", "synthetic")
+"""Names ``bench quality --preset`` accepts."""
 
 
 def open_dataset(
@@ -258,14 +331,21 @@ def open_dataset(
         if blurred or sharp:
             raise UsageError("--preset levin takes no --blurred/--sharp")
         return levin(data_dir(data) / "levin09")
+    if preset in ("shake", "gopro_dev", "city100"):
+        if blurred or sharp:
+            raise UsageError(f"--preset {preset} takes no --blurred/--sharp")
+        folder = {"shake": "sharp_val", "gopro_dev": "gopro_dev",
+                  "city100": "real_pairs/city100_nikon"}[preset]
+        return {"shake": shake, "gopro_dev": gopro_dev, "city100": city100}[preset](
+            data_dir(data) / folder)
     if preset == "synthetic":
         if sharp is None or blurred is not None:
             raise UsageError("--preset synthetic needs --sharp DIR (and no --blurred)")
         return synthetic(sharp, seed=seed, noise=noise, crop=crop)
     if preset is not None:
-        raise UsageError(f"unknown preset {preset!r}; use levin or synthetic")
+        raise UsageError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if blurred is None or sharp is None:
-        raise UsageError("give --preset levin|synthetic, or --blurred DIR --sharp DIR")
+        raise UsageError(f"give --preset {'|'.join(PRESETS)}, or --blurred DIR --sharp DIR")
     return folder_pairs(
         blurred, sharp, kernel_dir=kernels, crop=crop, shift_tolerant=shift_tolerant,
         kernel_convention=kernel_convention,

@@ -38,6 +38,8 @@ class ItemScore:
     shift: tuple[float, float] | None = None
     """Alignment found by the shift-tolerant protocol, ``(dy, dx)``."""
     error_ratio: float | None = None
+    group: str | None = None
+    """The sample's group (e.g. its GoPro sequence), when the dataset has groups."""
 
 
 @dataclass
@@ -52,17 +54,25 @@ class QualityResult:
     device: str
     items: list[ItemScore] = field(default_factory=list)
 
-    def mean(self, key: str) -> float | None:
-        """Average of an :class:`ItemScore` field over the items (``None`` when unavailable)."""
-        values = [getattr(i, key) for i in self.items if getattr(i, key) is not None]
+    def mean(self, key: str, group: str | None = None) -> float | None:
+        """Average of an :class:`ItemScore` field over the items (``None`` when unavailable),
+        or over one group's items."""
+        items = [i for i in self.items if group is None or i.group == group]
+        values = [getattr(i, key) for i in items if getattr(i, key) is not None]
         finite = [float(v) for v in values if math.isfinite(v)]
         return sum(finite) / len(finite) if finite else None
 
+    def groups(self) -> list[str]:
+        """The items' groups, in order of first appearance."""
+        return list(dict.fromkeys(i.group for i in self.items if i.group is not None))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary with per-item scores."""
-        means = {k: self.mean(k) for k in ("psnr", "ssim", "error_ratio", "seconds")}
+        keys = ("psnr", "ssim", "error_ratio", "seconds")
+        means = {k: self.mean(k) for k in keys}
+        groups = {g: {k: self.mean(k, g) for k in keys} for g in self.groups()}
         body = {k: v for k, v in asdict(self).items() if k != "items"}
-        return {**body, "count": len(self.items), "mean": means,
+        return {**body, "count": len(self.items), "mean": means, "group_means": groups,
                 "items": [asdict(i) for i in self.items]}
 
 
@@ -165,7 +175,9 @@ def run_quality(
             if reuse and method.name == REFERENCE_METHOD:
                 ref_score = aligned
             shift = None if aligned is None else (float(aligned.shift[0]), float(aligned.shift[1]))
-            scored.append((result, ItemScore(sample.name, psnr, ssim, seconds, shift), aligned))
+            group = dataset.group_of(sample.name) if dataset.group_of else None
+            item = ItemScore(sample.name, psnr, ssim, seconds, shift, group=group)
+            scored.append((result, item, aligned))
         if ratios and ref_score is None:
             if reference is None:
                 reference = get_method(REFERENCE_METHOD).build(MethodConfig(device=config.device))

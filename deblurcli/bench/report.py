@@ -41,6 +41,13 @@ def quality_table(results: Sequence[QualityResult], *, per_image: bool = True) -
                 cells += [_fmt(it.error_ratio, 2)] if ratio else []
             table.add_row(*cells)
         table.add_section()
+    for group in first.groups():
+        count = sum(i.group == group for i in first.items)
+        cells = [f"{group} ({count})"]
+        for result, ratio in zip(results, ratios, strict=True):
+            cells += [_fmt(result.mean("psnr", group), 2), _fmt(result.mean("ssim", group), 4)]
+            cells += [_fmt(result.mean("error_ratio", group), 2)] if ratio else []
+        table.add_row(*cells, style="bold")
     cells = [f"mean ({len(first.items)})"]
     for result, ratio in zip(results, ratios, strict=True):
         cells += [_fmt(result.mean("psnr"), 2), _fmt(result.mean("ssim"), 4)]

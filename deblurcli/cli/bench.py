@@ -40,7 +40,8 @@ KernelOpt = Annotated[Optional[Path], Opt(exists=True, dir_okay=False, metavar="
 ConventionOpt = Annotated[str, Opt("--kernel-convention", metavar="convolve|correlate",
                                    help=KERNEL_CONVENTION_HELP)]
 DataOpt = Annotated[Optional[Path], Opt("--data", metavar="DIR", file_okay=False, help=(
-    "Folder holding the preset data (levin09/); default: $DEBLURCLI_DATA, else "
+    "Folder holding the preset data (levin09/, sharp_val/, gopro_dev/, real_pairs/); default: "
+    "$DEBLURCLI_DATA, else "
     "../shared/data beside the checkout."))]
 PrecisionOpt = Annotated[str, Opt(metavar="auto|fp32|fp64|bf16|fp16",
                                    help="auto, fp32, fp64 (deconvolution), bf16, fp16.")]
@@ -56,7 +57,10 @@ DirOpt = Annotated[Optional[Path], Opt(file_okay=False, metavar="DIR",
 def quality(
     method: MethodsOpt,
     preset: Annotated[Optional[str], Opt(metavar="NAME", help=(
-        "levin (needs --data or $DEBLURCLI_DATA), or synthetic (with --sharp)."))] = None,
+        "levin (blind/non-blind, Levin et al.), shake (sharp_val under seeded 15-51 px camera "
+        "shake + noise 0.01: the validation set of learned models), gopro_dev (real motion "
+        "blur, a mean per sequence), city100 (real lens blur); these read --data or "
+        "$DEBLURCLI_DATA. synthetic: your --sharp folder, seeded blur."))] = None,
     data: DataOpt = None,
     blurred: DirOpt = None,
     sharp: DirOpt = None,
@@ -88,6 +92,8 @@ def quality(
       deblurcli bench quality --preset levin --data ../shared/data --method identity
 
       deblurcli bench quality --preset levin --ground-truth-kernel --method hyperlaplacian
+
+      deblurcli bench quality --preset shake --method identity --method resunet
 
       deblurcli bench quality --blurred in/ --sharp gt/ --method identity --method resunet
 

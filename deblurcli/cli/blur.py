@@ -113,14 +113,12 @@ def blur(
                        protected=protected)
 
     def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
-        pixels = degrade.convolve(image.pixels, k, boundary=boundary)
-        if noise > 0:  # a fresh generator per image: the same input gives the same result
-            pixels = degrade.add_gaussian_noise(pixels, noise, np.random.default_rng(streams[1]))
-        if jpeg is not None:
-            pixels = degrade.jpeg_degrade(pixels, jpeg)
+        # a fresh noise generator per image: the same input gives the same result
+        pixels = degrade.apply_kernel(image.pixels, k, np.random.default_rng(streams[1]),
+                                      noise=noise, jpeg=jpeg, boundary=boundary)
         saved = opt.orient_kernel(k, kernel_convention)
         extras = {role: kernels.encode_kernel(path, saved) for role, path in job.extras.items()}
-        return ItemResult(image.with_pixels(np.clip(pixels, 0.0, 1.0)), extras=extras)
+        return ItemResult(image.with_pixels(pixels), extras=extras)
 
     info(f"kernel {what}, noise σ={noise:g}, boundary {boundary}", quiet=quiet)
     header = {"kernel": what, "noise": noise, "jpeg": jpeg, "boundary": boundary, "seed": seed}
