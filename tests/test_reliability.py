@@ -385,6 +385,21 @@ def test_14_malformed_model_table_is_not_an_internal_error(
         assert code in (2, 4) and "table.json" in err, (text, code, err)
 
 
+@pytest.mark.xfail(reason="engine/zoo.py (the other helper's) assumes a JSON object of objects; "
+                   "exit 1 until it validates the table's types", strict=False)
+@pytest.mark.parametrize("text", ["[]", '{"models": ["x"]}', '"str"',
+                                  '{"models": [{"name": "a", "tag": "b", "sha256": 3, '
+                                  '"file": "x.safetensors"}]}'])
+def test_14_model_table_of_the_wrong_json_types_is_not_an_internal_error(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "table.json").write_text(text)
+    monkeypatch.setenv("DEBLURCLI_MODEL_TABLE", str(tmp_path / "table.json"))
+    code, _, err = run_cli(["models", "list"], capsys)
+    assert code in (2, 4) and "table.json" in err
+
+
 @pytest.mark.parametrize("metadata", [
     {"info": "[1, 2]"},
     {"info": '{"arch": "residual_unet", "size_multiple": "eight"}'},
@@ -495,6 +510,12 @@ def test_20_fifo_input_or_kernel_is_refused_not_waited_on(
         code, _, err = run_cli(["deconvolve", tmp_path / "pipe.png", "-k", tmp_path / "good.txt",
                                 "-o", tmp_path / "o.png"], capsys)
         assert code == 3 and "pipe.png" in err
+        from deblurcli.engine.checkpoint import read_metadata
+        from deblurcli.errors import CheckpointError
+
+        os.mkfifo(tmp_path / "model.safetensors")
+        with pytest.raises(CheckpointError, match="model.safetensors"):
+            read_metadata(tmp_path / "model.safetensors")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

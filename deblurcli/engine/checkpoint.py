@@ -87,6 +87,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     Raises:
         CheckpointError: unreadable or corrupt header, or not a deblurcli checkpoint.
     """
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the reader
+        raise CheckpointError(f"{path}: not a regular file; refused")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
