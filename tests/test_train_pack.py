@@ -209,3 +209,17 @@ def test_resume_after_sigkill_is_bit_identical_with_a_pack(
         a = load_file(str(reference.checkpoint / f"{name}.safetensors"))  # type: ignore[operator]
         b = load_file(str(resumed.checkpoint / f"{name}.safetensors"))  # type: ignore[operator]
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_export_records_preset_measurements(images: Path, tmp_path: Path) -> None:
+    from deblurcli.train.export import export_run
+
+    write_images(tmp_path / "data" / "sharp_val", 2, size=(64, 64))
+    fit(tiny_config(images, **{"run.steps": 2, "run.val_every": 0}), tmp_path / "run")
+    entry = export_run(tmp_path / "run", name="tiny", tag="p", weights_dir=tmp_path / "w",
+                       presets=["shake"], data_root=tmp_path / "data")
+    shake = entry["metrics"]["presets"]["shake"]
+    assert shake["images"] == 2 and shake["set"] == "shake@0"
+    assert {"psnr_input", "psnr_output", "ssim_input", "ssim_output"} <= set(shake)
+    assert json.loads((tmp_path / "w" / "manifest.json").read_text())["models"][0]["metrics"][
+        "presets"]["shake"] == shake

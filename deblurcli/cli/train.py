@@ -112,6 +112,15 @@ def export(
     gopro: Annotated[
         Path | None, typer.Option(help="Also measure on the X.png/X_gt.png pairs of this folder.")
     ] = None,
+    preset: Annotated[
+        list[str] | None, typer.Option("--preset", metavar="NAME", help=(
+            "Also measure input and model on this bench quality preset (repeatable): shake, "
+            "gopro_dev, city100, levin; recorded in the manifest."))
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", metavar="DIR", file_okay=False, help=(
+            "Folder of the preset data (default: $DEBLURCLI_DATA, else ../shared/data)."))
+    ] = None,
     weights_dir: Annotated[
         Path | None, typer.Option("--weights-dir", file_okay=False, metavar="DIR", help=(
             "Folder of the model table to write to (default: weights/ of this source checkout; "
@@ -125,6 +134,8 @@ def export(
     Examples:
 
       deblurcli train export runs/resunet-synth --name resunet --tag synth-v1 --default
+
+      deblurcli train export runs/r --name resunet --tag v3 --preset shake --preset gopro_dev
 
       deblurcli train export runs/r --name resunet --tag v2 --weights-dir my-weights/
     """
@@ -140,6 +151,7 @@ def export(
     entry: dict[str, Any] = export_run(
         run_dir, name=name, tag=tag, description=description, make_default=default,
         use_ema=not raw, gopro_dir=gopro, on_progress=info, weights_dir=target,
+        presets=preset or (), data_root=data,
     )  # fmt: skip
     info(f"exported {name}@{tag}: {entry['file']} (sha256 {entry['sha256'][:16]}…)")
     if json_output:

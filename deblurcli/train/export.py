@@ -14,7 +14,7 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,43 @@ def measure(
     return results
 
 
+def measure_presets(
+    checkpoint: str | os.PathLike[str],
+    arch: str,
+    presets: Sequence[str],
+    data_root: str | os.PathLike[str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Mean PSNR/SSIM of the input and of ``checkpoint`` on ``bench quality`` presets (CPU,
+    fp32), with per-group means (e.g. per GoPro sequence): the numbers the manifest records."""
+    from deblurcli import methods as table
+    from deblurcli.bench import datasets
+    from deblurcli.bench.methods import MethodConfig
+    from deblurcli.bench.quality import run_quality
+
+    method = next(m.name for m in table.METHODS if m.kind == "network" and m.arch == arch)
+    config = MethodConfig(device="cpu", precision="fp32", model=str(checkpoint))
+    found: dict[str, Any] = {}
+    for preset in presets:
+        dataset = datasets.open_dataset(preset=preset, data=data_root)
+        if on_progress:
+            on_progress(f"measuring --preset {preset} ({len(dataset.samples)} images) …")
+        identity, model = run_quality(dataset, ["identity", method], config)
+        entry: dict[str, Any] = {"set": dataset.name, "images": len(dataset.samples)}
+        for label, result in (("input", identity), ("output", model)):
+            entry[f"psnr_{label}"] = round(result.mean("psnr") or float("nan"), 4)
+            entry[f"ssim_{label}"] = round(result.mean("ssim") or float("nan"), 4)
+        for group in model.groups():
+            entry.setdefault("groups", {})[group] = {
+                "psnr_input": round(identity.mean("psnr", group) or float("nan"), 4),
+                "psnr_output": round(model.mean("psnr", group) or float("nan"), 4),
+                "ssim_input": round(identity.mean("ssim", group) or float("nan"), 4),
+                "ssim_output": round(model.mean("ssim", group) or float("nan"), 4),
+            }
+        found[preset] = entry
+    return found
+
+
 def _val_description(cfg: TrainConfig) -> str:
     v = cfg.val
     if v.kind == "synthetic":
@@ -128,6 +165,8 @@ def export_run(
     gopro_dir: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     on_progress: Callable[[str], None] | None = None,
+    presets: Sequence[str] = (),
+    data_root: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Export the newest checkpoint of ``run_dir`` as ``name@tag`` and record it in the manifest.
 
@@ -202,6 +241,10 @@ def export_run(
         "training": training,
         "metrics": measure(target, cfg, gopro_dir),
     }
+    if presets:
+        entry["metrics"]["presets"] = measure_presets(
+            target, cfg.model.arch, presets, data_root, on_progress
+        )
     document: dict[str, Any] = {"default": None, "models": []}
     if manifest.is_file():
         document = json.loads(manifest.read_text(encoding="utf-8"))
