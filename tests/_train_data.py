@@ -56,6 +56,39 @@ def tiny_config(images: Path, **values: Any) -> TrainConfig:
     return load_config(None, [f"{k}={_literal(v)}" for k, v in overrides.items()])
 
 
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+from _train_data import tiny_config
+from deblurcli.train.loop import fit
+torch.set_num_threads(1)
+
+def kill(info):
+    if info.step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fit(tiny_config({images!r}, **{options!r}), {run!r}, on_step=kill)
+"""
+
+
+def train_until_killed(images: Path, run: Path, options: dict[str, Any], kill_at: int) -> None:
+    """Train ``tiny_config(images, **options)`` into ``run`` in a child process that SIGKILLs
+    itself after step ``kill_at``; asserts that it died that way."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    script = _KILLED_RUN.format(
+        tests=str(tests), images=str(images), run=str(run), options=options, kill_at=kill_at
+    )
+    env = {**os.environ, "PYTHONPATH": str(tests.parent)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+
 def _literal(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from _train_data import tiny_config, write_images
+from _train_data import tiny_config, train_until_killed, write_images
 from safetensors.torch import load_file
 
 from deblurcli.errors import UsageError
@@ -53,32 +49,11 @@ def test_tiny_model_loss_falls_in_20_steps(images: Path, tmp_path: Path) -> None
     assert stored["run"]["steps"] == 20
 
 
-_KILLED_RUN = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
-import torch
-from _train_data import tiny_config
-from deblurcli.train.loop import fit
-torch.set_num_threads(1)
-
-def kill(info):
-    if info.step == 9:  # three steps after the checkpoint at step 6
-        os.kill(os.getpid(), signal.SIGKILL)
-
-fit(tiny_config({images!r}, **{options!r}), {run!r}, on_step=kill)
-"""
-
-
 def test_resume_after_sigkill_matches_uninterrupted_run(images: Path, tmp_path: Path) -> None:
     options = {"run.steps": 12, "run.val_every": 0, "checkpoint.every": 6, "loss.fft": 0.1}
     cfg = tiny_config(images, **options)
     reference = fit(cfg, tmp_path / "whole")
-    script = _KILLED_RUN.format(
-        tests=str(REPO / "tests"), images=str(images), run=str(tmp_path / "killed"), options=options
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    train_until_killed(images, tmp_path / "killed", options, kill_at=9)  # 3 steps after step 6
     assert checkpointing.latest_checkpoint(tmp_path / "killed") == (
         tmp_path / "killed" / "checkpoints" / "step_00000006"
     )

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _train_data import tiny_config, write_images
+from _train_data import tiny_config, train_until_killed, write_images
 from safetensors.torch import load_file
 
 from deblurcli.degrade import Recipe, synthesize, varying_shake_blur
@@ -171,22 +167,6 @@ def test_warm_start_refuses_another_architecture_config(images: Path, tmp_path: 
         fit(cfg, tmp_path / "b")
 
 
-_KILLED_PACK_RUN = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
-import torch
-from _train_data import tiny_config
-from deblurcli.train.loop import fit
-torch.set_num_threads(1)
-
-def kill(info):
-    if info.step == 9:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-fit(tiny_config({images!r}, **{options!r}), {run!r}, on_step=kill)
-"""
-
-
 def test_resume_after_sigkill_is_bit_identical_with_a_pack(
     images: Path, frames: Path, tmp_path: Path
 ) -> None:
@@ -197,12 +177,7 @@ def test_resume_after_sigkill_is_bit_identical_with_a_pack(
                "data.kind": "pack", "data.pack": str(pack)}
     cfg = tiny_config(images, **options)
     reference = fit(cfg, tmp_path / "whole")
-    script = _KILLED_PACK_RUN.format(
-        tests=str(REPO / "tests"), images=str(images), run=str(tmp_path / "killed"), options=options
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    train_until_killed(images, tmp_path / "killed", options, kill_at=9)
     assert checkpointing.latest_checkpoint(tmp_path / "killed").name == "step_00000006"  # type: ignore[union-attr]
     resumed = fit(cfg, tmp_path / "killed", resume=True)
     for name in ("model", "ema"):

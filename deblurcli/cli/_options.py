@@ -166,3 +166,11 @@ ShardOpt = Annotated[
         "processes or machines (a SLURM array, a Kubernetes indexed job) cover a batch once.",
     ),
 ]
+
+ConfigArg = Annotated[
+    Path, typer.Argument(help="TOML training config.", exists=True, dir_okay=False)
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a config value (repeatable)."),
+]

@@ -12,9 +12,11 @@ from deblurcli import methods as table
 from deblurcli.cli._console import err_console, info, print_json
 from deblurcli.cli._options import (
     KERNEL_CONVENTION_HELP,
+    ConfigArg,
     DeviceOpt,
     JsonOpt,
     QuietOpt,
+    SetOpt,
     read_kernel_file,
 )
 from deblurcli.errors import UsageError
@@ -176,16 +178,14 @@ def speed(
 
 @app.command("train")
 def train_speed(
-    config: Annotated[Path, typer.Argument(help="TOML training config.", exists=True,
-                                           dir_okay=False)],
+    config: ConfigArg,
     variant: Annotated[Optional[list[str]], Opt("--variant", metavar="NAME", help=(
         "Variant to time (repeatable; default all): old-recipe, nchw, channels-last, "
         "channels-last+bf16, on-the-fly-w0, on-the-fly-w1, on-the-fly-w2."))] = None,
     steps: Annotated[int, Opt(min=1, help="Timed training steps per variant.")] = 10,
     warmup: Annotated[int, Opt(min=0, help="Untimed steps first.")] = 3,
     threads: Annotated[int, Opt(min=1, help="torch threads of the training process.")] = 2,
-    set_: Annotated[Optional[list[str]], Opt("--set", metavar="KEY=VALUE",
-                                             help="Override a config value (repeatable).")] = None,
+    set_: SetOpt = None,
     json_out: JsonOpt = False,
     csv_path: CsvOpt = None,
     quiet: QuietOpt = False,

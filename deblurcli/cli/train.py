@@ -9,6 +9,7 @@ import typer
 
 from deblurcli.cli import _options as opt
 from deblurcli.cli._console import err_console, info, print_json, progress_enabled
+from deblurcli.cli._options import ConfigArg, SetOpt
 
 app = typer.Typer(no_args_is_help=True, help=(
     "Train models, export runs to weights/, pack data.\n\nExamples:\n\n"
@@ -18,13 +19,8 @@ app = typer.Typer(no_args_is_help=True, help=(
 
 @app.command("run")
 def run(
-    config: Annotated[
-        Path, typer.Argument(help="TOML training config.", exists=True, dir_okay=False)
-    ],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="Override a config value (repeatable)."),
-    ] = None,
+    config: ConfigArg,
+    set_: SetOpt = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run folder (default: runs/CONFIG_NAME).")
     ] = None,
@@ -160,13 +156,8 @@ def export(
 
 @app.command("pack")
 def pack(
-    config: Annotated[
-        Path, typer.Argument(help="TOML training config.", exists=True, dir_okay=False)
-    ],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="Override a config value (repeatable)."),
-    ] = None,
+    config: ConfigArg,
+    set_: SetOpt = None,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="Pack file (default: the config's data.pack)."),
