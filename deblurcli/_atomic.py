@@ -64,7 +64,8 @@ def _host() -> str:
 def temp_name(target: Path) -> Path:
     """A fresh temporary path beside ``target`` that keeps its suffix (encoders pick by it)."""
     token = secrets.token_hex(4)
-    name = f".{target.stem}{TEMP_MARKER}{_host()}-{os.getpid()}-{token}{target.suffix}"
+    stem = target.stem[:120]  # keep the name within the file system's 255-byte limit
+    name = f".{stem}{TEMP_MARKER}{_host()}-{os.getpid()}-{token}{target.suffix}"
     return target.with_name(name)
 
 
