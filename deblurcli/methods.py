@@ -33,7 +33,9 @@ checkpoint is exported (``deblurcli train export``) under the row's ``checkpoint
 --method <family>`` runs it. Non-blind solvers live in :mod:`deblurcli.deconv` and blind ones in
 :mod:`deblurcli.optim`; a new one there is likewise its implementation plus one row here.
 
-The single ``KEY=VALUE`` parser of the package is :func:`parse_params`.
+The single ``KEY=VALUE`` parser of the package is :func:`parse_params`; it and the training
+config's ``--set a.b=value`` (:func:`deblurcli.train.config.apply_overrides`) split items with
+:func:`split_key_value`.
 """
 
 from __future__ import annotations
@@ -282,6 +284,34 @@ def _infer(raw: str) -> Any:
     return raw
 
 
+def split_key_value(
+    item: str, *, flag: str = "--param", form: str = "KEY=VALUE"
+) -> tuple[str, str]:
+    """Split one ``KEY=VALUE`` string at its first ``=``: the one place deblurcli does this.
+
+    The key is stripped of surrounding spaces; the value is returned as written, so
+    ``out=runs/a=b`` gives ``("out", "runs/a=b")``. A dotted key (``optim.lr``) may not have an
+    empty part.
+
+    Args:
+        item: One command-line item.
+        flag: The option name for messages (``--param``, ``--set``).
+        form: What the option expects, for messages (``SECTION.KEY=VALUE, e.g. optim.lr=1e-4``).
+
+    Returns:
+        ``(key, value)``.
+
+    Raises:
+        UsageError: no ``=``, an empty key or an empty part of a dotted key, as
+            ``{flag} {item!r}: expected {form}``.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not all(key.split(".")):
+        raise UsageError(f"{flag} {item!r}: expected {form}")
+    return key, raw
+
+
 def parse_params(
     items: Iterable[str] | None,
     schema: Mapping[str, Param] | None = None,
@@ -307,10 +337,8 @@ def parse_params(
     reserved = set(reserved)
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        key, raw = split_key_value(item, flag=flag)
+        key = key.replace("-", "_")
         if schema is not None and (key not in schema or key in reserved):
             known = ", ".join(sorted(set(schema) - reserved)) or "none"
             raise UsageError(f"{flag} {item!r}: unknown key {key!r}; known: {known}")
@@ -357,4 +385,5 @@ __all__ = [
     "of_kind",
     "parse_params",
     "schema_of",
+    "split_key_value",
 ]

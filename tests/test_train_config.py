@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from deblurcli import methods
 from deblurcli.cli.app import main
+from deblurcli.errors import UsageError
 from deblurcli.train.config import (
+    SET_FORM,
     ConfigError,
     TrainConfig,
     apply_overrides,
@@ -118,6 +121,29 @@ def test_apply_overrides_does_not_mutate() -> None:
     values = {"run": {"steps": 1}}
     assert apply_overrides(values, ["run.steps=2"]) == {"run": {"steps": 2}}
     assert values == {"run": {"steps": 1}}
+
+
+def test_set_and_param_split_items_with_the_one_key_value_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    split = methods.split_key_value
+
+    def spy(item: str, **kwargs: str) -> tuple[str, str]:
+        seen.append(item)
+        return split(item, **kwargs)
+
+    monkeypatch.setattr(methods, "split_key_value", spy)
+    assert apply_overrides({}, ["data.sharp=runs/a=b"]) == {"data": {"sharp": "runs/a=b"}}
+    assert methods.parse_params(["out=runs/a=b"]) == {"out": "runs/a=b"}
+    assert seen == ["data.sharp=runs/a=b", "out=runs/a=b"]
+    # a missing '=' is refused in the same words by both, naming the flag and what it expects
+    with pytest.raises(ConfigError) as by_set:
+        apply_overrides({}, ["optim"])
+    with pytest.raises(UsageError) as by_param:
+        methods.parse_params(["optim"], flag="--set")
+    assert str(by_set.value) == f"--set 'optim': expected {SET_FORM}"
+    assert str(by_param.value) == "--set 'optim': expected KEY=VALUE"
 
 
 def test_cli_typo_fails_before_training(

@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from deblurcli import methods
 from deblurcli.errors import UsageError
 
 
 class ConfigError(UsageError):
     """The training configuration has an unknown key, a badly typed value or an invalid choice."""
+
+
+SET_FORM = "SECTION.KEY=VALUE, e.g. optim.lr=1e-4"
+"""What ``--set`` expects, as its error messages say it."""
 
 
 @dataclass
@@ -300,13 +305,17 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings to a nested dict (a copy); keys are checked later."""
+    """Apply ``a.b=value`` strings to a nested dict (a copy); keys are checked later.
+
+    Items are split by the package's one ``KEY=VALUE`` parser
+    (:func:`deblurcli.methods.split_key_value`); values are TOML literals (:func:`parse_value`).
+    """
     result = json.loads(json.dumps(values))
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. optim.lr=1e-4")
+        try:
+            key, text = methods.split_key_value(item, flag="--set", form=SET_FORM)
+        except UsageError as exc:
+            raise ConfigError(str(exc)) from None
         *parents, leaf = key.split(".")
         node = result
         for part in parents:
