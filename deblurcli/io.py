@@ -143,9 +143,7 @@ class Image:
         Shape:
             output: (1, C, H, W).
         """
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(self.pixels.transpose(2, 0, 1)))[None]
+        return hwc_to_tensor(self.pixels)
 
     def with_tensor(self, tensor: Any) -> Image:
         """Like :meth:`with_pixels`, from a tensor on any device and of any float dtype.
@@ -153,8 +151,55 @@ class Image:
         Shape:
             tensor: (1, C, H, W) or (C, H, W).
         """
-        t = tensor[0] if tensor.ndim == 4 else tensor
-        return self.with_pixels(t.detach().float().cpu().permute(1, 2, 0).numpy())
+        return self.with_pixels(tensor_to_hwc(tensor.float()))
+
+
+def hwc_to_tensor(array: Array) -> Any:
+    """A numpy image as a torch tensor in the network layout, same dtype and values.
+
+    The one HWC → NCHW conversion of deblurcli (:meth:`Image.to_tensor` uses it). The result is a
+    contiguous CPU copy, unless ``array`` is already laid out channel-first in memory; torch is
+    imported lazily.
+
+    Args:
+        array: Pixels, channels last.
+
+    Shape:
+        - array: (H, W, C)
+        - output: (1, C, H, W)
+
+    Raises:
+        ValueError: ``array`` is not 3-D.
+    """
+    import torch
+
+    if array.ndim != 3:
+        raise ValueError(f"expected an H×W×C array, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+
+
+def tensor_to_hwc(tensor: Any) -> Array:
+    """A torch image as a numpy array, channels last, same dtype and values.
+
+    The one NCHW → HWC conversion of deblurcli (:meth:`Image.with_tensor` uses it). The tensor is
+    detached and moved to the CPU; the result is a strided view of it, not a copy. Convert
+    ``bfloat16``/``float16`` first (``tensor.float()``) when numpy needs float32.
+
+    Args:
+        tensor: One image, channels first, on any device.
+
+    Shape:
+        - tensor: (1, C, H, W) or (C, H, W)
+        - output: (H, W, C)
+
+    Raises:
+        ValueError: ``tensor`` is neither (1, C, H, W) nor (C, H, W).
+    """
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    elif tensor.ndim != 3:
+        raise ValueError(f"expected a 1×C×H×W or C×H×W tensor, got shape {tuple(tensor.shape)}")
+    return tensor.detach().cpu().permute(1, 2, 0).numpy()
 
 
 def format_from_suffix(path: str | os.PathLike[str]) -> str:
@@ -648,7 +693,9 @@ __all__ = [
     "check_writable",
     "encode_image",
     "format_from_suffix",
+    "hwc_to_tensor",
     "is_image_path",
     "read_image",
+    "tensor_to_hwc",
     "write_image",
 ]
