@@ -145,6 +145,10 @@ METHODS: tuple[MethodSpec, ...] = (
         checkpoint="resunet@synth-v1",
         description="residual U-net baseline trained on synthetic blur; weak on real blur",
     ),
+    _network(
+        "uml-in", arch="uml_in", module="deblurcli.archs.uml_in", checkpoint="uml-in@cpu-v1",
+        description="two-branch invertible wavelet U-net: the sharp inverse decodes blur latents",
+    ),
     # --- non-blind: the blur kernel is known (deblurcli.deconv) ---
     MethodSpec("hyperlaplacian", "non-blind",
                "hyper-Laplacian prior (Krishnan & Fergus 2009): best quality, the default",
