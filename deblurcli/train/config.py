@@ -195,6 +195,9 @@ class LossConfig:
     fft: float = 0.0
     latent_l1: float = 0.0
     """Sparsity of latents, for models that expose ``model.latents`` after a forward pass."""
+    latent_guidance: float = 0.0
+    """Latent matching returned by a model's ``training_terms(sharp)`` hook (UML-IN: the sharp
+    branch guides the blur branch level by level, ``Σ_l mean (z^B_l − z^S_l)²``)."""
     perceptual: float = 0.0
     perceptual_weights: str = ""
     """safetensors file of the feature network; without it the term is skipped with a warning."""

@@ -424,6 +424,7 @@ def _fit(
         ssim=lc.ssim,
         fft=lc.fft,
         latent_l1=lc.latent_l1,
+        latent_guidance=lc.latent_guidance,
         perceptual=lc.perceptual,
         perceptual_weights=lc.perceptual_weights,
     ).to(device)
@@ -466,7 +467,9 @@ def _fit(
         with autocast:
             inputs = (blurry, batch["reference"].to(device)) if info.inputs == 2 else (blurry,)
             out = model(*inputs)
-            loss, parts = criterion(out.float(), sharp, getattr(module, "latents", None))
+            hook = getattr(module, "training_terms", None)  # model-computed terms (UML-IN)
+            terms = hook(sharp) if hook is not None else None
+            loss, parts = criterion(out.float(), sharp, getattr(module, "latents", None), terms)
             if gan_on:
                 assert disc is not None
                 disc.requires_grad_(False)

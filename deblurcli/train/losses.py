@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -331,6 +331,7 @@ class PixelObjective(nn.Module):
         ssim: float = 0.0,
         fft: float = 0.0,
         latent_l1: float = 0.0,
+        latent_guidance: float = 0.0,
         perceptual: float = 0.0,
         perceptual_weights: str = "",
     ) -> None:
@@ -347,10 +348,12 @@ class PixelObjective(nn.Module):
             if weight:
                 self.terms[name] = (weight, module)
         self.latent_weight = latent_l1
+        self.model_weights = {"latent_guidance": latent_guidance}
+        """Weights of the terms a model computes itself (``model.training_terms(sharp)``)."""
         self.perceptual = PerceptualLoss(perceptual_weights) if perceptual else None
         if self.perceptual is not None and self.perceptual.net is not None:
             self.terms["perceptual"] = (perceptual, self.perceptual)
-        if not self.terms and not latent_l1:
+        if not self.terms and not latent_l1 and not latent_guidance:
             raise ValueError("no loss term has a non-zero weight")
 
     def forward(
@@ -358,7 +361,11 @@ class PixelObjective(nn.Module):
         x: Tensor,
         y: Tensor,
         latents: Sequence[Tensor] | None = None,
+        model_terms: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted sum of the image terms of ``(x, y)``, the sparsity of ``latents`` and the
+        unweighted ``model_terms`` a model's ``training_terms`` hook returned (terms this
+        objective has no weight for are an error; a zero weight drops the term)."""
         total = x.new_zeros((), dtype=torch.float32)
         parts: dict[str, Tensor] = {}
         for name, (weight, module) in self.terms.items():
@@ -369,4 +376,11 @@ class PixelObjective(nn.Module):
             value = latent_l1(latents)
             total = total + self.latent_weight * value
             parts["latent_l1"] = value.detach()
+        for name, value in (model_terms or {}).items():
+            if name not in self.model_weights:
+                raise ValueError(f"model term {name!r} has no loss weight; known: "
+                                 f"{', '.join(self.model_weights)}")
+            if self.model_weights[name]:
+                total = total + self.model_weights[name] * value
+                parts[name] = value.detach()
         return total, parts
