@@ -1,4 +1,7 @@
-"""Release a training run: one checkpoint in ``deblurcli/weights/`` plus its model-table entry.
+"""Release a training run: one checkpoint in ``weights/`` plus its model-table entry.
+
+``weights/`` is the top-level folder of the checkout, beside ``deblurcli/`` (``weights_dir`` /
+``--weights-dir`` names another one); it holds the checkpoints and ``manifest.json``.
 
 The entry records what is needed to trust and reproduce the weights: sha256 and size, the
 architecture config, the exact training command(s), the data, steps, wall time and hardware,
