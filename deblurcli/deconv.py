@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from deblurcli.errors import UsageError
+from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 from deblurcli.methods import names
 
 __all__ = [
@@ -414,11 +415,11 @@ def _to_planes(blurred: ArrayT) -> tuple[Tensor, Callable[[Tensor], Any]]:
         dtype = np.float64 if blurred.dtype == np.float64 else np.float32
         arr = blurred.astype(dtype, copy=False)
         arr = arr[..., None] if arr.ndim == 2 else arr
-        planes = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        planes = hwc_to_tensor(arr)[0]
         ndim, out_dtype = blurred.ndim, blurred.dtype
 
         def back_np(p: Tensor) -> np.ndarray:
-            res = p.numpy().transpose(1, 2, 0)
+            res = tensor_to_hwc(p)
             return (res[..., 0] if ndim == 2 else res).astype(out_dtype, copy=False)
 
         return planes, back_np

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from deblurcli.io import hwc_to_tensor
+
 YMode = Literal["full", "studio"]
 
 SSIM_WINDOW = 11
@@ -272,8 +274,7 @@ def _to_gray(img: np.ndarray, y_channel: YMode, name: str) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     elif img.ndim == 3 and img.shape[2] == 3:
-        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        img = rgb_to_y(t, mode=y_channel)[0, 0].numpy()
+        img = rgb_to_y(hwc_to_tensor(img), mode=y_channel)[0, 0].numpy()
     elif img.ndim != 2:
         raise ValueError(f"{name} must be H×W, H×W×1 or H×W×3, got shape {img.shape}")
     return img
@@ -451,7 +452,7 @@ def _hwc_tensor(img: np.ndarray) -> Tensor:
         arr = arr[..., None]
     if arr.ndim != 3:
         raise ValueError(f"expected H×W or H×W×C, got shape {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
+    return hwc_to_tensor(arr)
 
 
 def image_metrics(

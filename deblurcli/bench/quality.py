@@ -21,6 +21,7 @@ import torch
 from deblurcli.bench.datasets import Dataset, Pair
 from deblurcli.bench.methods import Method, MethodConfig, Prepared, get_method
 from deblurcli.errors import UsageError
+from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 
 REFERENCE_METHOD = "hyperlaplacian"
 """The known-kernel solver whose result is the error-ratio denominator (default parameters)."""
@@ -77,8 +78,7 @@ class QualityResult:
 
 
 def _to_tensor(image: np.ndarray, prepared: Prepared) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-    return x.to(device=prepared.device, dtype=prepared.dtype)
+    return hwc_to_tensor(image).to(device=prepared.device, dtype=prepared.dtype)
 
 
 def _run(prepared: Prepared, pair: Pair, kernel: np.ndarray | None) -> tuple[np.ndarray, float]:
@@ -92,7 +92,7 @@ def _run(prepared: Prepared, pair: Pair, kernel: np.ndarray | None) -> tuple[np.
     if prepared.device.type == "cuda":
         torch.cuda.synchronize(prepared.device)
     seconds = time.perf_counter() - start
-    out = y[0].detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+    out = tensor_to_hwc(y.float().clamp(0, 1))
     return out, seconds
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 from deblurcli.optim.fast import FastConfig, LevelInfo, fast_fit
 from deblurcli.optim.vdip import (
     METHODS,
@@ -239,14 +240,14 @@ def _paper_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int]
         plane, chroma = _to_y(pixels)
     else:
         plane, chroma = (np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels), None
-    y = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None]
+    y = hwc_to_tensor(plane)
 
     def on_step(info: StepInfo) -> None:
         if on_progress is not None:
             on_progress(info.step + 1, info.total, info.loss, info.phase)
 
     result = fit_with_refinement(y, cfg, on_step=on_step, seed=seed, device=device)
-    out = result.image[0].permute(1, 2, 0).numpy()
+    out = tensor_to_hwc(result.image)
     if cfg.color == "rgb" and pixels.shape[2] == 1:
         out = out.mean(axis=2, keepdims=True)
     elif cfg.color == "y":
@@ -314,7 +315,7 @@ def bench_runner(method: str, params: dict[str, Any], device: torch.device
             size = tuple(_LEVIN_GT_TO_PRESET.get(s, s + (s % 2 == 0)) for s in kernel.shape)
         else:
             size = (DEFAULT_SIZE[preset],) * 2
-        pixels = x[0].permute(1, 2, 0).detach().float().cpu().numpy()
+        pixels = tensor_to_hwc(x.float())
         with torch.enable_grad():  # bench runs methods under no_grad; these loops need autograd
             out = deconvolve_blind(pixels, method=method, preset=preset,
                                    kernel_size=size,  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from deblurcli.archs.dip_nets import SkipNetConfig
+from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 from deblurcli.optim import ops
 from deblurcli.optim.vdip import _TRAITS, METHODS, BlindDeconvolutionError, VDIPConfig, fit
 
@@ -483,9 +484,9 @@ def fast_fit(
     if collapse:
         warnings.append(f"kernel collapsed to a near-delta (max {float(kernel.max()):.2f}); "
                         "the image may stay blurry; try a larger --kernel-size")
-    planes = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(dev)
+    planes = hwc_to_tensor(pixels).to(dev)
     restored = deconvolve(planes, kernel, method=cfg.nonblind, **cfg.nonblind_params)
-    image = restored[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    image = tensor_to_hwc(restored).astype(np.float32)
     for message in warnings:
         log.warning(message)
     return FastResult(
