@@ -365,8 +365,6 @@ def test_12_kernel_png_decompression_bomb_is_a_usage_error(
     assert not (tmp_path / "o.png").exists()
 
 
-@pytest.mark.xfail(reason="train/config.py (the lead's) reads the TOML without catching "
-                   "UnicodeDecodeError; exit 1 until it does", strict=False)
 def test_13_non_utf8_training_config_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -385,8 +383,6 @@ def test_14_malformed_model_table_is_not_an_internal_error(
         assert code in (2, 4) and "table.json" in err, (text, code, err)
 
 
-@pytest.mark.xfail(reason="engine/zoo.py (the other helper's) assumes a JSON object of objects; "
-                   "exit 1 until it validates the table's types", strict=False)
 @pytest.mark.parametrize("text", ["[]", '{"models": ["x"]}', '"str"',
                                   '{"models": [{"name": "a", "tag": "b", "sha256": 3, '
                                   '"file": "x.safetensors"}]}'])

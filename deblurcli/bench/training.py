@@ -118,7 +118,8 @@ def variant_config(cfg: TrainConfig, variant: TrainVariant) -> TrainConfig:
 def _measure(cfg: TrainConfig, steps: int, warmup: int, threads: int) -> dict[str, Any]:
     """Time ``steps`` whole training steps (after ``warmup``) in this process."""
     from deblurcli import archs
-    from deblurcli.train import data, losses
+    from deblurcli.train import data
+    from deblurcli.train.loop import pixel_objective
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -126,9 +127,8 @@ def _measure(cfg: TrainConfig, steps: int, warmup: int, threads: int) -> dict[st
     fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
     model.to(memory_format=fmt).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    criterion = losses.PixelObjective(
-        charbonnier=cfg.loss.charbonnier, fft=cfg.loss.fft, l1=cfg.loss.l1, mse=cfg.loss.mse
-    )
+    criterion = pixel_objective(cfg)
+    hook = getattr(model, "training_terms", None)  # model-computed terms (UML-IN)
     dataset = data.make_dataset(cfg.data, cfg.run.seed)
     loader = iter(data.make_loader(dataset, cfg.data, start_step=0, stop_step=warmup + steps))
     autocast: contextlib.AbstractContextManager[Any] = (
@@ -142,7 +142,9 @@ def _measure(cfg: TrainConfig, steps: int, warmup: int, threads: int) -> dict[st
         blurry = batch["blurry"].contiguous(memory_format=fmt)
         sharp = batch["sharp"].contiguous(memory_format=fmt)
         with autocast:
-            loss, _ = criterion(model(blurry).float(), sharp, None)
+            out = model(blurry)
+            terms = hook(sharp) if hook is not None else None
+            loss, _ = criterion(out.float(), sharp, getattr(model, "latents", None), terms)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

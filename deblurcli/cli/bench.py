@@ -103,6 +103,7 @@ def quality(
     """
     if ground_truth_kernel and kernel is not None:
         raise UsageError("give either --ground-truth-kernel or --kernel FILE, not both")
+    _check_outputs(csv_path, plot)
     from deblurcli.bench import datasets, methods, report
     from deblurcli.bench import plot as plots
     from deblurcli.bench import quality as q
@@ -159,6 +160,7 @@ def speed(
     for name in method:
         table.get(name)
     from deblurcli.bench import methods, report
+    _check_outputs(csv_path, plot)
     from deblurcli.bench import plot as plots
     from deblurcli.bench import speed as s
 
@@ -206,6 +208,7 @@ def train_speed(
     from deblurcli.bench.training import VARIANTS, run_training_benchmark
     from deblurcli.train.config import load_config
 
+    _check_outputs(csv_path)
     unknown = [v for v in variant or [] if v not in VARIANTS]
     if unknown:
         raise UsageError(f"unknown --variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
@@ -231,6 +234,20 @@ def train_speed(
                      f"{r['step_s']:.3f}", f"{r['mp_per_s']:.3f}", f"{r['gflops']:.0f}",
                      f"{100 * r['of_conv_peak']:.0f}", f"{r['peak_rss_mib']:.0f}")
     _emit(grid, doc["rows"], doc, lambda path: path, quiet, json_out, csv_path, None)
+
+
+def _check_outputs(*paths: Path | None) -> None:
+    """Refuse --csv/--plot paths that could not be written, before the benchmark runs."""
+    import os
+
+    for path in paths:
+        if path is None:
+            continue
+        parent = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder, not a file to write")
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{path}: cannot write here (folder missing or not writable)")
 
 
 def _emit(table: Any, rows: list[dict[str, Any]], document: Any, draw: Callable[[Path], Path],

@@ -141,8 +141,16 @@ def read_table_file(path: Path) -> tuple[list[ModelEntry], str | None]:
     """Parse one manifest file; relative ``file`` entries are relative to its folder."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or not isinstance(document.get("models", []), list):
+            raise ValueError('expected {"default": ..., "models": [...]}')
+        for raw in document.get("models", []):
+            if not isinstance(raw, dict):
+                raise ValueError(f"a model entry must be an object, got {raw!r}")
+            for key in ("name", "tag", "sha256", "arch", "file", "description"):
+                if key in raw and raw[key] is not None and not isinstance(raw[key], str):
+                    raise ValueError(f"{key} must be text, got {raw[key]!r}")
         entries = [_parse_entry(raw, path.parent) for raw in document.get("models", [])]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path}: invalid model table: {exc}") from None
     return entries, document.get("default")
 

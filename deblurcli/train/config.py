@@ -413,6 +413,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: a config must be UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     return config_from_dict(apply_overrides(values, overrides or []))

@@ -84,6 +84,23 @@ class FitResult:
     """The trained generator (this process's copy, unwrapped from DDP)."""
 
 
+def pixel_objective(cfg: TrainConfig) -> losses.PixelObjective:
+    """The weighted pixel (and model-term) objective of ``[loss]``."""
+    lc = cfg.loss
+    return losses.PixelObjective(
+        l1=lc.l1,
+        mse=lc.mse,
+        charbonnier=lc.charbonnier,
+        charbonnier_eps=lc.charbonnier_eps,
+        ssim=lc.ssim,
+        fft=lc.fft,
+        latent_l1=lc.latent_l1,
+        latent_guidance=lc.latent_guidance,
+        perceptual=lc.perceptual,
+        perceptual_weights=lc.perceptual_weights,
+    )
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Learning-rate multiplier for the optimiser step with index ``step`` (0-based)."""
     s, total = cfg.schedule, cfg.run.steps
@@ -416,18 +433,7 @@ def _fit(
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
-    criterion = losses.PixelObjective(
-        l1=lc.l1,
-        mse=lc.mse,
-        charbonnier=lc.charbonnier,
-        charbonnier_eps=lc.charbonnier_eps,
-        ssim=lc.ssim,
-        fft=lc.fft,
-        latent_l1=lc.latent_l1,
-        latent_guidance=lc.latent_guidance,
-        perceptual=lc.perceptual,
-        perceptual_weights=lc.perceptual_weights,
-    ).to(device)
+    criterion = pixel_objective(cfg).to(device)
     val = data.build_val_set(cfg.val, info.in_channels) if rank == 0 and cfg.run.val_every else None
     if val is not None and info.inputs != 1:
         logger.warning("validation skipped: %s takes %d inputs", cfg.model.arch, info.inputs)
