@@ -324,7 +324,7 @@ def build_pair_pack(
     else:
         import multiprocessing
 
-        context = multiprocessing.get_context("fork")
+        context = multiprocessing.get_context(WORKER_CONTEXT)
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = {pool.submit(_pool_chunk, spec, a, b): (a, b) for a, b in bounds}
             for future in concurrent.futures.as_completed(futures):
@@ -578,6 +578,10 @@ class StepSampler(Sampler[list[int]]):
             yield list(range(first, first + self.batch))
 
 
+WORKER_CONTEXT = "spawn"
+"""Start method of loader and pack workers (fork deadlocks after OpenCV's pool has run)."""
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -602,6 +606,10 @@ def make_loader(
         worker_init_fn=_worker_init if cfg.workers else None,
         pin_memory=pin_memory,
         prefetch_factor=4 if cfg.workers else None,
+        # spawned, not forked: a child forked after OpenCV's thread pool ran in the parent
+        # deadlocks in its first cv2 call (seen as loader workers idle at 0 % CPU forever)
+        multiprocessing_context=WORKER_CONTEXT if cfg.workers else None,
+        persistent_workers=False,
     )
 
 
