@@ -219,7 +219,7 @@ def export_run(
         "data": _data_description(cfg),
         "steps": steps,
         "weights": "ema" if source.name.startswith("ema") else "raw",
-        "wall_time_s": round(float(state["scalars"].get("wall_seconds", 0.0)), 1),
+        "wall_time_s": round(float(state["scalars"].get("wall_seconds", 0.0)), 3),
         "cpu_hours": round(cpu_hours, 3),
         "lineage": lineage,
         "hardware": sessions[-1]["hardware"],
