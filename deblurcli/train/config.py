@@ -208,6 +208,15 @@ class LossConfig:
     gp_weight: float = 10.0
     """Gradient-penalty weight (``wgan-gp``)."""
     disc_width: int = 32
+    discriminator: Literal["patch", "patchgan70"] = "patch"
+    """``patch``: a small unconditional PatchGAN; ``patchgan70``: the conditional 70×70 PatchGAN
+    of the GAN paper (judges ``[blurry, image]``; ``deblurcli.train.discriminator``)."""
+    disc_config: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``patchgan70`` (``spectral_norm``, ``attention``, ``norm``, ``head``,
+    ``norm_first``, ``strided``, ``cond_channels``: 0 for unconditional)."""
+    perceptual_fallback: Literal["none", "l1"] = "none"
+    """``l1``: when ``perceptual`` is on but ``perceptual_weights`` is empty, add its weight to
+    ``l1`` instead (with a warning), as the GAN paper's recipes do without VGG19 weights."""
 
 
 @dataclass
@@ -397,6 +406,13 @@ def validate(cfg: TrainConfig) -> None:
         problems.append("run.steps, data.batch_size and checkpoint.every must be >= 1")
     if not 0.0 <= cfg.model.ema_decay < 1.0:
         problems.append("model.ema_decay must be in [0, 1)")
+    if cfg.loss.gan != "none" or cfg.loss.disc_config:
+        from deblurcli.train.discriminator import build_discriminator
+
+        try:
+            build_discriminator(cfg.loss.discriminator, 3, 1, cfg.loss.disc_config)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"loss: {exc}")
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import math
@@ -45,6 +46,7 @@ from deblurcli.engine.info import ModelInfo
 from deblurcli.errors import UsageError
 from deblurcli.train import checkpointing, data, losses
 from deblurcli.train.config import ConfigError, TrainConfig, config_from_dict, diff
+from deblurcli.train.discriminator import judge
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ def pixel_objective(cfg: TrainConfig) -> losses.PixelObjective:
         latent_guidance=lc.latent_guidance,
         perceptual=lc.perceptual,
         perceptual_weights=lc.perceptual_weights,
+        perceptual_fallback=lc.perceptual_fallback,
     )
 
 
@@ -395,9 +398,11 @@ def _fit(
     lc = cfg.loss
     disc = None
     if lc.gan != "none":
-        from deblurcli.train.discriminator import PatchDiscriminator
+        from deblurcli.train.discriminator import build_discriminator
 
-        disc = PatchDiscriminator(info.out_channels, lc.disc_width).to(device)
+        disc = build_discriminator(
+            lc.discriminator, info.out_channels, lc.disc_width, lc.disc_config
+        ).to(device)
         optimizers["discriminator"] = torch.optim.Adam(
             disc.parameters(), lr=cfg.optim.disc_lr, betas=(0.5, 0.999)
         )
@@ -479,8 +484,8 @@ def _fit(
             if gan_on:
                 assert disc is not None
                 disc.requires_grad_(False)
-                fake_logits = disc(out)
-                real_logits = disc(sharp) if lc.gan == "ragan" else None
+                fake_logits = judge(disc, out, blurry)  # conditional Ds see [blurry, image]
+                real_logits = judge(disc, sharp, blurry) if lc.gan == "ragan" else None
                 adv = losses.gan_generator_loss(
                     lc.gan,
                     fake_logits.float(),
@@ -506,12 +511,16 @@ def _fit(
             disc.requires_grad_(True)
             d_opt = optimizers["discriminator"]
             with autocast:
-                real_logits, fake_logits = disc(sharp), disc(out.detach())
+                real_logits = judge(disc, sharp, blurry)
+                fake_logits = judge(disc, out.detach(), blurry)
                 d_loss = losses.gan_discriminator_loss(
                     lc.gan, real_logits.float(), fake_logits.float()
                 )
             if lc.gan == "wgan-gp":
-                d_loss = d_loss + lc.gp_weight * losses.gradient_penalty(disc, sharp, out.detach())
+                critic = functools.partial(judge, disc, condition=blurry)
+                d_loss = d_loss + lc.gp_weight * losses.gradient_penalty(
+                    critic, sharp, out.detach()  # type: ignore[arg-type]
+                )
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()

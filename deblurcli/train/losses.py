@@ -334,9 +334,16 @@ class PixelObjective(nn.Module):
         latent_guidance: float = 0.0,
         perceptual: float = 0.0,
         perceptual_weights: str = "",
+        perceptual_fallback: str = "none",
     ) -> None:
         super().__init__()
         self.terms: dict[str, tuple[float, nn.Module]] = {}
+        if perceptual and not perceptual_weights and perceptual_fallback == "l1":
+            logger.warning(
+                "perceptual loss: no VGG19 weights (loss.perceptual_weights); using L1 with its "
+                "weight instead (l1 %g -> %g)", l1, l1 + perceptual
+            )
+            l1, perceptual = l1 + perceptual, 0.0
         candidates = {
             "l1": (l1, L1Loss()),
             "mse": (mse, MSELoss()),
