@@ -149,6 +149,21 @@ METHODS: tuple[MethodSpec, ...] = (
         "uml-in", arch="uml_in", module="deblurcli.archs.uml_in", checkpoint="uml-in@cpu-v1",
         description="two-branch invertible wavelet U-net: the sharp inverse decodes blur latents",
     ),
+    _network(
+        "deblurgan", arch="deblurgan", module="deblurcli.archs.deblurgan",
+        checkpoint="deblurgan@cpu-v1",
+        description="DeblurGAN: ResNet generator with a WGAN-GP critic (Kupyn et al. 2018)",
+    ),
+    _network(
+        "deblurgan-edge", arch="deblurgan", module="deblurcli.archs.deblurgan",
+        checkpoint="deblurgan-edge@cpu-v1",
+        description="DeblurGAN with a Canny edge map of the blurred photo as a 4th input channel",
+    ),
+    _network(
+        "deblurgan-feedback", arch="deblurgan", module="deblurcli.archs.deblurgan",
+        checkpoint="deblurgan-feedback@cpu-v1",
+        description="DeblurGAN with a ConvLSTM feedback loop: the photo iterated 4 times",
+    ),
     # --- non-blind: the blur kernel is known (deblurcli.deconv) ---
     MethodSpec("hyperlaplacian", "non-blind",
                "hyper-Laplacian prior (Krishnan & Fergus 2009): best quality, the default",
@@ -231,9 +246,16 @@ def get(name: str, *kinds: Kind, flag: str = "--method") -> MethodSpec:
     return spec
 
 
-def network_for_arch(arch: str) -> MethodSpec | None:
-    """The network row whose architecture id is ``arch``."""
-    return next((m for m in METHODS if m.kind == "network" and m.arch == arch), None)
+def network_for_arch(arch: str, checkpoint_name: str | None = None) -> MethodSpec | None:
+    """The network row whose architecture id is ``arch``.
+
+    Several rows may share an architecture (``deblurgan``, ``deblurgan-edge``): given the name of
+    a checkpoint, the row whose default checkpoint has that name wins.
+    """
+    rows = [m for m in METHODS if m.kind == "network" and m.arch == arch]
+    named = [m for m in rows if checkpoint_name and (m.checkpoint or "").split("@")[0]
+             == checkpoint_name]
+    return (named or rows or [None])[0]
 
 
 def listing(*kinds: Kind) -> str:

@@ -83,7 +83,7 @@ def test_bench_registry_and_every_help_list_every_method() -> None:
 def test_get_rejects_unknown_names_and_other_kinds_listing_valid_ones() -> None:
     assert methods.get("resunet", "network").arch == "residual_unet"
     with pytest.raises(UsageError, match="known: resunet"):
-        methods.get("deblurgan", "network")
+        methods.get("no-such-net", "network")
     wrong_kind = r"non-blind method \(`deblurcli deconvolve`\); --method here takes resunet"
     with pytest.raises(UsageError, match=wrong_kind):
         methods.get("wiener", "network")

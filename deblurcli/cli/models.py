@@ -37,7 +37,7 @@ def _default_ref(table: Any) -> str | None:
 
 
 def _entry_json(entry: Any, default_ref: str | None) -> dict[str, Any]:
-    row = methods.network_for_arch(entry.arch)
+    row = methods.network_for_arch(entry.arch, entry.name)
     return {
         "ref": entry.ref, "name": entry.name, "tag": entry.tag, "arch": entry.arch,
         "method": None if row is None else row.name,
@@ -103,7 +103,7 @@ def list_models(json_output: opt.JsonOpt = False) -> None:
         shipped = e.file is not None and e.file.is_file()
         source = "shipped" if shipped else "hub" if e.hub else "missing"
         star = " (default)" if e.ref == default_ref else ""
-        row = methods.network_for_arch(e.arch)
+        row = methods.network_for_arch(e.arch, e.name)
         view.add_row(e.ref + star, row.name if row else e.arch, f"{e.size / 1e6:.1f} MB", source,
                      e.description)
     err_console.print(view)
