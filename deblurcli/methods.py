@@ -150,6 +150,11 @@ METHODS: tuple[MethodSpec, ...] = (
         description="two-branch invertible wavelet U-net: the sharp inverse decodes blur latents",
     ),
     _network(
+        "ref", arch="ref_deblur", module="deblurcli.archs.ref_deblur", checkpoint="ref@cpu-v1",
+        description="reference-based: a sharp photo of the same scene guides it (deblur-ref)",
+        inputs=2,
+    ),
+    _network(
         "deblurgan", arch="deblurgan", module="deblurcli.archs.deblurgan",
         checkpoint="deblurgan@cpu-v1",
         description="DeblurGAN: ResNet generator with a WGAN-GP critic (Kupyn et al. 2018)",

@@ -59,6 +59,7 @@ class ModelInfo:
             in_channels=channels,
             out_channels=getattr(model.config, "out_channels", channels),
             size_multiple=int(getattr(model, "size_multiple", values["size_multiple"])),
+            inputs=int(getattr(model, "inputs", values["inputs"])),
         )
         values.update(overrides)
         return cls(**values)

@@ -57,6 +57,30 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), pad_h, pad_w
 
 
+def adapt_reference(reference: Tensor, image_channels: int, model_channels: int) -> Tensor:
+    """The reference in the colour layout the blurry image is run in.
+
+    A grayscale photo is restored against the luminance of a colour reference; a colour photo
+    takes a grayscale reference as three equal channels.
+
+    Shape:
+        - reference: :math:`(1, C_r, H_r, W_r)`, C_r = 1 or 3 → :math:`(1, C_m, H_r, W_r)`
+          (``C_m`` = ``model_channels``), float32 on the CPU.
+    """
+    ref = reference.detach().float().cpu()
+    if ref.ndim != 4 or ref.shape[0] != 1 or ref.shape[1] not in (1, 3):
+        raise UnsupportedImageError(
+            f"reference must be one 1- or 3-channel image, got shape {tuple(ref.shape)}")
+    if not torch.isfinite(ref).all():
+        raise UnsupportedImageError("reference contains NaN or Inf values")
+    if ref.shape[1] == 3 and (image_channels == 1 or model_channels == 1):
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        ref = (ref * weights).sum(dim=1, keepdim=True)
+    if ref.shape[1] == 1 and model_channels == 3:
+        ref = ref.expand(-1, 3, -1, -1)
+    return ref
+
+
 class Restorer:
     """A network plus its descriptor, device and precision.
 
@@ -140,7 +164,8 @@ class Restorer:
         if x.ndim != 4:
             raise UsageError(f"expected an N×C×H×W tensor, got shape {tuple(x.shape)}")
         if (reference is None) != (self.info.inputs == 1):
-            need = "needs a reference image" if self.info.inputs == 2 else "takes no reference"
+            need = ("needs a reference image (`deblurcli deblur-ref`)" if self.info.inputs == 2
+                    else "takes no reference")
             raise UsageError(f"model {self.name} {need}")
         channels = x.shape[1]
         if not torch.isfinite(x).all():
@@ -158,6 +183,8 @@ class Restorer:
                 f"{channels}-channel input cannot go through the {model_channels}-channel "
                 f"model {self.name}"
             )
+        if reference is not None:
+            reference = adapt_reference(reference, channels, model_channels)
         multiple = max(1, self.info.size_multiple)
         padded, pad_h, pad_w = pad_to_multiple(batch, multiple)
         h, w = padded.shape[-2:]

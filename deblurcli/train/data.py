@@ -421,16 +421,110 @@ class SyntheticPairs(_IndexedDataset):
     def __init__(self, cfg: DataConfig, seed: int, channels: int = 3) -> None:
         self.source = open_sharp_source(cfg.sharp, channels)
         self.recipe = recipe_of(cfg)
+        self.frames: FrameAverages | None = None
+        if cfg.reference and cfg.frames_root and cfg.frames_prob > 0:
+            import dataclasses
+
+            frames_cfg = dataclasses.replace(cfg, kind="frames", root=cfg.frames_root)
+            self.frames = FrameAverages(frames_cfg, seed, channels)
         super().__init__(len(self.source), cfg, seed, channels)
 
     def __getitem__(self, index: int) -> Sample:
         cfg, rng = self.cfg, sample_rng(self.seed, 1, index)
+        if cfg.reference:  # (blurry, sharp, reference) triplets for reference-based models
+            use_frames = sample_rng(self.seed, 6, index).random() < cfg.frames_prob
+            if self.frames is not None and use_frames:  # a frame triplet (data.frames_root)
+                return self.frames[index]
+            return synthetic_triplet(self.source[self._item(index)], rng, cfg, self.recipe)
         pixels = self.source[self._item(index)]
         region = _random_region(pixels, synthetic_region_size(cfg), rng)
         if cfg.flips:
             (region,) = _augment([region], rng)
         pair = synthesize(region, rng, self.recipe)
         return {"blurry": _tensor(pair.blurry), "sharp": _tensor(pair.sharp)}
+
+
+REFERENCE_SCALE = (0.8, 1.25)
+"""Synthetic references: zoom factor range relative to the target (log-uniform)."""
+REFERENCE_ROTATION = 8.0
+"""Synthetic references: largest rotation in degrees (uniform in ±this)."""
+REFERENCE_SHIFT = 0.5
+"""Synthetic references: largest shift of the view per axis, as a fraction of the crop; at the
+extremes only a quarter of the reference shows the target's content."""
+REFERENCE_GAIN = (0.6, 1.6)
+"""Synthetic references: exposure gain range in linear light (log-uniform); colour references
+also get a per-channel white-balance factor in [0.9, 1.1]."""
+
+
+def reference_view(
+    pixels: np.ndarray, centre: tuple[float, float], size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Another sharp view of the scene around ``centre``: shifted, zoomed, rotated, re-exposed.
+
+    The view is a ``size × size`` window of ``pixels`` whose centre is moved from ``centre`` by up
+    to :data:`REFERENCE_SHIFT` × ``size`` per axis, scaled by :data:`REFERENCE_SCALE` and rotated
+    by up to :data:`REFERENCE_ROTATION` degrees (bilinear, mirrored at the photo's borders), then
+    re-exposed by a gain (and white balance) in linear light and put on the 8-bit grid. It
+    overlaps the target window only partly, so a model learns to use references that are neither
+    aligned nor identical.
+
+    Args:
+        pixels: The whole sharp photo, ``H × W × C`` float32 in [0, 1].
+        centre: (row, column) of the target window's centre in ``pixels``.
+        size: Side of the view.
+        rng: Source of every random choice.
+
+    Returns:
+        ``size × size × C`` float32 in [0, 1].
+    """
+    scale = float(np.exp(rng.uniform(np.log(REFERENCE_SCALE[0]), np.log(REFERENCE_SCALE[1]))))
+    angle = np.deg2rad(rng.uniform(-REFERENCE_ROTATION, REFERENCE_ROTATION))
+    shift_y, shift_x = rng.uniform(-REFERENCE_SHIFT, REFERENCE_SHIFT, 2) * size
+    gain = float(np.exp(rng.uniform(np.log(REFERENCE_GAIN[0]), np.log(REFERENCE_GAIN[1]))))
+    balance = rng.uniform(0.9, 1.1, pixels.shape[2]) if pixels.shape[2] == 3 else np.ones(1)
+    a = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    c0 = (size - 1) / 2
+    src_centre = np.array([centre[1] + shift_x, centre[0] + shift_y])  # (x, y)
+    matrix = np.concatenate([a, (src_centre - a @ np.array([c0, c0]))[:, None]], axis=1)
+    view = cv2.warpAffine(
+        np.ascontiguousarray(pixels), matrix.astype(np.float64), (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101,
+    )
+    view = view.reshape(size, size, pixels.shape[2])
+    linear = np.clip(view, 0.0, 1.0) ** 2.2 * gain * balance.astype(np.float32)
+    from deblurcli.degrade import quantize8
+
+    return quantize8(np.clip(linear, 0.0, 1.0) ** (1 / 2.2))
+
+
+def synthetic_triplet(
+    pixels: np.ndarray, rng: np.random.Generator, cfg: DataConfig, recipe: Recipe
+) -> Sample:
+    """A (blurry, sharp, reference) sample from one sharp photo.
+
+    A random window of ``crop`` plus the blur margin is degraded by the project's pipeline
+    (:func:`deblurcli.degrade.synthesize` with ``recipe``); the reference is
+    :func:`reference_view` of the same photo around the same place. Flips and 90° rotations
+    (``cfg.flips``) apply to all three alike.
+
+    Returns:
+        ``blurry``, ``sharp`` and ``reference``, each ``C × crop × crop`` float32 in [0, 1].
+    """
+    size = synthetic_region_size(cfg)
+    h, w = pixels.shape[:2]
+    if h < size or w < size:
+        pixels = np.pad(pixels, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)),
+                        mode="reflect" if min(h, w) > 1 else "edge")
+        h, w = pixels.shape[:2]
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    region = pixels[top : top + size, left : left + size]
+    reference = reference_view(pixels, (top + (size - 1) / 2, left + (size - 1) / 2), cfg.crop,
+                               rng)
+    if cfg.flips:
+        region, reference = _augment([region, reference], rng)
+    pair = synthesize(region, rng, recipe)
+    return {"blurry": _tensor(pair.blurry), "sharp": _tensor(pair.sharp),
+            "reference": _tensor(reference)}
 
 
 class PairedImages(_IndexedDataset):
@@ -623,6 +717,8 @@ class ValSet:
     blurry: torch.Tensor
     sharp: torch.Tensor
     names: list[str]
+    reference: torch.Tensor | None = None
+    """Synthetic reference views (:func:`reference_view`) for reference-based models."""
 
 
 def _centre(pixels: np.ndarray, size: int) -> np.ndarray | None:
@@ -637,20 +733,24 @@ VAL_KINDS = ("motion", "gaussian", "defocus")
 VAL_NOISE_MAX = 0.01
 
 
-def build_val_set(cfg: ValConfig, channels: int = 3) -> ValSet | None:
+def build_val_set(cfg: ValConfig, channels: int = 3, *, reference: bool = False) -> ValSet | None:
     """The validation set ``cfg`` describes; the same tensors on every call and every run.
 
     Synthetic: the first ``count`` images (sorted paths) at least ``crop + kernel_size`` on a side,
     centre-cropped and blurred with image ``j``'s generator ``sample_rng(seed, j)`` (a random
-    motion/Gaussian/defocus kernel and noise of sigma ``U(0, 0.01)``).
+    motion/Gaussian/defocus kernel and noise of sigma ``U(0, 0.01)``). With ``reference`` each
+    synthetic item also gets a :func:`reference_view` of its photo around the crop (drawn after
+    the degradation, so the blurry/sharp tensors are the same as without it).
     """
     if cfg.kind == "none":
         return None
     blurry, sharp, names = [], [], []
+    references: list[np.ndarray] = []
     if cfg.kind == "synthetic":
         margin = cfg.kernel_size // 2
         for path in list_images(cfg.sharp):
-            region = _centre(read_rgb(path, channels), cfg.crop + 2 * margin)
+            photo = read_rgb(path, channels)
+            region = _centre(photo, cfg.crop + 2 * margin)
             if region is None:
                 continue
             rng = sample_rng(cfg.seed, len(names))
@@ -661,6 +761,9 @@ def build_val_set(cfg: ValConfig, channels: int = 3) -> ValSet | None:
                 noise_range=(0.0, VAL_NOISE_MAX),
             )
             pair = synthesize(region, rng, recipe, margin=margin)
+            if reference:
+                centre = ((photo.shape[0] - 1) / 2, (photo.shape[1] - 1) / 2)
+                references.append(reference_view(photo, centre, cfg.crop, rng))
             blurry.append(pair.blurry), sharp.append(pair.sharp), names.append(str(path))
             if len(names) == cfg.count:
                 break
@@ -676,5 +779,6 @@ def build_val_set(cfg: ValConfig, channels: int = 3) -> ValSet | None:
     if not names:
         raise UsageError(f"validation: no image in {cfg.sharp} is at least {cfg.crop} px")
     return ValSet(
-        torch.stack([_tensor(b) for b in blurry]), torch.stack([_tensor(s) for s in sharp]), names
+        torch.stack([_tensor(b) for b in blurry]), torch.stack([_tensor(s) for s in sharp]), names,
+        torch.stack([_tensor(r) for r in references]) if references else None,
     )

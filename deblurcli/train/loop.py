@@ -181,7 +181,10 @@ def evaluate(
     model.eval()
     scores: list[torch.Tensor] = []
     for i in range(0, len(val.names), batch):
-        out = model(val.blurry[i : i + batch].to(device)).float().clamp(0, 1).cpu()
+        inputs = [val.blurry[i : i + batch].to(device)]
+        if val.reference is not None and getattr(model, "inputs", 1) == 2:
+            inputs.append(val.reference[i : i + batch].to(device))  # reference-based models
+        out = model(*inputs).float().clamp(0, 1).cpu()
         target = val.sharp[i : i + batch]
         scores.append(torch.stack([psnr(out, target), ssim(out, target)], dim=1))
     model.train(was_training)
@@ -378,10 +381,10 @@ def _fit(
     torch.manual_seed(seed), np.random.seed(seed % 2**32), random.seed(seed)
     model = archs.build(cfg.model.arch, cfg.model.config)
     info = ModelInfo.for_model(cfg.model.arch, model)
-    if info.inputs == 2 and not (cfg.data.kind == "frames" and cfg.data.reference):
+    if info.inputs == 2 and not (cfg.data.kind in ("frames", "synthetic") and cfg.data.reference):
         raise ConfigError(
-            f"{cfg.model.arch} takes a reference image: use data.kind = 'frames' "
-            "with data.reference = true"
+            f"{cfg.model.arch} takes a reference image: use data.kind = 'frames' or "
+            "'synthetic' with data.reference = true"
         )
     dataset = data.make_dataset(cfg.data, seed, info.in_channels)  # lists files: fails early
     model.to(device)
@@ -439,8 +442,9 @@ def _fit(
             model, device_ids=[device] if device.type == "cuda" else None
         )
     criterion = pixel_objective(cfg).to(device)
-    val = data.build_val_set(cfg.val, info.in_channels) if rank == 0 and cfg.run.val_every else None
-    if val is not None and info.inputs != 1:
+    val = (data.build_val_set(cfg.val, info.in_channels, reference=info.inputs == 2)
+           if rank == 0 and cfg.run.val_every else None)
+    if val is not None and info.inputs != 1 and val.reference is None:
         logger.warning("validation skipped: %s takes %d inputs", cfg.model.arch, info.inputs)
         val = None
     baseline = input_scores(val) if val is not None else {}
