@@ -155,6 +155,14 @@ METHODS: tuple[MethodSpec, ...] = (
         inputs=2,
     ),
     _network(
+        "pix2pix", arch="pix2pix", module="deblurcli.archs.pix2pix", checkpoint="pix2pix@cpu-v1",
+        description="Pix2Pix U-net GAN with self-attention and global residual (GAN paper)",
+    ),
+    _network(
+        "rir", arch="rir", module="deblurcli.archs.rir", checkpoint="rir@cpu-v1",
+        description="residual-in-residual GAN generator with channel and self-attention",
+    ),
+    _network(
         "deblurgan", arch="deblurgan", module="deblurcli.archs.deblurgan",
         checkpoint="deblurgan@cpu-v1",
         description="DeblurGAN: ResNet generator with a WGAN-GP critic (Kupyn et al. 2018)",
