@@ -211,18 +211,19 @@ def dense_match(query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
     return index, values
 
 
-def block_centres(query: Tensor, keys: Tensor, block: int, limit: int) -> Tensor:
+def block_centres(query: Tensor, keys: Tensor, block: int, limit: int) -> tuple[Tensor, int]:
     """Where each query block's content lies in the reference: a coarse global match.
 
     Both descriptor maps are average-pooled by the smallest power of two ``s ≥ 2`` for which a
     global match has at most ``limit`` entries; every coarse query cell is matched globally and
     its displacement (reference position − own position) taken; a block's centre is its own
-    centre plus the median displacement of the coarse cells inside it.
+    centre plus the median displacement of the coarse cells inside it. The centres are good to
+    about ``s`` positions, so a search window should reach at least that far.
 
     Shape:
         - query: :math:`(D, H_q, W_q)`; keys: :math:`(D, H_r, W_r)` (descriptor maps).
         - Output: :math:`(B_y, B_x, 2)` float (row, column) centres in reference positions,
-          ``B_y = ⌈H_q / block⌉``, ``B_x = ⌈W_q / block⌉``.
+          ``B_y = ⌈H_q / block⌉``, ``B_x = ⌈W_q / block⌉``; and ``s``.
     """
     d, hq, wq = query.shape
     _, hr, wr = keys.shape
@@ -249,7 +250,7 @@ def block_centres(query: Tensor, keys: Tensor, block: int, limit: int) -> Tensor
             cx0, cx1 = x0 // s, max(x0 // s + 1, math.ceil(x1 / s))
             centres[by, bx, 0] = (y0 + y1 - 1) / 2 + dy[cy0:cy1, cx0:cx1].median()
             centres[by, bx, 1] = (x0 + x1 - 1) / 2 + dx[cy0:cy1, cx0:cx1].median()
-    return centres
+    return centres, s
 
 
 def match_windowed(query: Tensor, keys: Tensor, centres: Tensor, *, block: int, radius: int,
@@ -509,9 +510,9 @@ class RefDeblur(nn.Module):
         for i in range(n):
             q, k = q_desc[i], k_desc[i if k_desc.shape[0] == n else 0]
             if windowed:
-                centres = block_centres(q, k, cfg.window_block, cfg.global_match_limit)
+                centres, pool = block_centres(q, k, cfg.window_block, cfg.global_match_limit)
                 idx, conf = match_windowed(q, k, centres, block=cfg.window_block,
-                                           radius=cfg.search_radius)
+                                           radius=max(cfg.search_radius, 2 * pool))
             else:
                 idx, conf = match(q.flatten(1).t(), k.flatten(1).t())
             indices.append(idx)

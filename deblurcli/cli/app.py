@@ -18,6 +18,7 @@ from deblurcli.cli import (
     bench,
     blur,
     deblur,
+    deblur_ref,
     deconvolve,
     deconvolve_blind,
     models,
@@ -66,6 +67,7 @@ def _root(
 
 
 app.command("deblur", epilog=EPILOG)(deblur.deblur)
+app.command("deblur-ref", epilog=EPILOG)(deblur_ref.deblur_ref)
 app.command("blur", epilog=EPILOG)(blur.blur)
 app.command("deconvolve", epilog=EPILOG)(deconvolve.deconvolve)
 app.command("deconvolve-blind", epilog=EPILOG)(deconvolve_blind.deconvolve_blind)
