@@ -35,12 +35,56 @@ DEFAULT_CHUNK = 1024
 """Queries scored at once by :func:`chunked_attention` (``chunk × N`` scores in memory)."""
 
 
+class SpectralNorm(nn.Module):
+    """Parametrisation ``W ↦ W / σ(W)``, σ estimated by power iteration (Miyato et al. 2018).
+
+    ``u`` and ``v`` (buffers ``_u``, ``_v``) are refined by one iteration per forward pass in
+    training mode and frozen in eval mode, as in SAGAN. Fifteen iterations at construction give a
+    good first estimate — skipped on the ``meta`` device, where the engine plans a checkpoint's
+    shapes without memory (and where each iteration would cost Python-level decompositions).
+
+    Args:
+        weight: The layer's weight; its ``dim`` axis is the output axis of the matrix.
+        dim: 0 for convolutions and linear layers, 1 for transposed convolutions.
+        eps: Floor of the norms.
+    """
+
+    def __init__(self, weight: Tensor, dim: int = 0, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        rows, cols = self._matrix(weight).shape
+        u, v = weight.new_empty(rows), weight.new_empty(cols)
+        if not weight.is_meta:  # on meta: shapes only (no op dispatch at all)
+            u = F.normalize(u.normal_(), dim=0, eps=eps)
+            v = F.normalize(v.normal_(), dim=0, eps=eps)
+        self.register_buffer("_u", u)
+        self.register_buffer("_v", v)
+        if not weight.is_meta:
+            self._iterate(self._matrix(weight.detach()), 15)
+
+    def _matrix(self, weight: Tensor) -> Tensor:
+        return weight.movedim(self.dim, 0).flatten(1)
+
+    @torch.no_grad()
+    def _iterate(self, matrix: Tensor, steps: int) -> None:
+        for _ in range(steps):
+            self._v.copy_(F.normalize(matrix.t() @ self._u, dim=0, eps=self.eps))
+            self._u.copy_(F.normalize(matrix @ self._v, dim=0, eps=self.eps))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        matrix = self._matrix(weight)
+        if self.training:
+            self._iterate(matrix.detach(), 1)
+        u, v = self._u.clone(), self._v.clone()  # the in-place updates must not reach autograd
+        return weight / torch.dot(u, matrix @ v)
+
+
 def maybe_spectral_norm(module: M, enabled: bool) -> M:
     """Return ``module`` with spectral normalisation on its ``weight`` when ``enabled``.
 
-    One power iteration per training forward pass (SAGAN). Transposed convolutions are
-    normalised over their output dimension (torch picks ``dim=1`` for them). The parametrisation
-    adds buffers (``_u``, ``_v``), not parameters, so parameter counts do not change.
+    One power iteration per training forward pass (SAGAN; :class:`SpectralNorm`). Transposed
+    convolutions are normalised over their output axis. The parametrisation adds buffers
+    (``_u``, ``_v``), not parameters, so parameter counts do not change.
 
     Args:
         module: A layer with a ``weight`` (``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Linear``).
@@ -51,14 +95,22 @@ def maybe_spectral_norm(module: M, enabled: bool) -> M:
     """
     if not enabled:
         return module
-    if not isinstance(getattr(module, "weight", None), nn.Parameter):
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, nn.Parameter):
         raise TypeError(f"spectral norm needs a layer with a weight, got {type(module).__name__}")
-    return nn.utils.parametrizations.spectral_norm(module)
+    transposed = nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d
+    dim = 1 if isinstance(module, transposed) else 0
+    nn.utils.parametrize.register_parametrization(
+        module, "weight", SpectralNorm(weight, dim), unsafe=weight.is_meta  # meta: skip the check
+    )
+    return module
 
 
 def has_spectral_norm(module: nn.Module) -> bool:
     """Whether ``module``'s ``weight`` is spectrally normalised (by :func:`maybe_spectral_norm`)."""
-    return nn.utils.parametrize.is_parametrized(module, "weight")
+    return nn.utils.parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, SpectralNorm) for p in module.parametrizations["weight"]  # type: ignore[union-attr]
+    )
 
 
 def chunked_attention(
@@ -236,6 +288,7 @@ def global_residual(decoded: Tensor, image: Tensor, mode: ResidualMode) -> Tenso
 __all__ = [
     "ChannelAttention",
     "SelfAttention2d",
+    "SpectralNorm",
     "chunked_attention",
     "dense_attention",
     "from_signed",
