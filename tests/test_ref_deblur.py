@@ -137,6 +137,9 @@ def test_paper_preset_has_the_specs_parameter_count() -> None:
     assert counts["cpu"] < 1_500_000
     ablation = RefDeblur(preset("paper", reference=False))
     assert ablation.inputs == 1 and RefDeblur(preset("paper")).inputs == 2
+    tiny = RefDeblur(RefDeblurConfig(**TINY, reference=False, sffm=False))
+    x = _smooth(20, 28)
+    assert torch.equal(tiny(x), x) and tiny.inputs == 1  # runs on the blurry image alone
 
 
 @pytest.mark.parametrize(("h", "w", "hr", "wr"), [(37, 53, 29, 41), (41, 29, 90, 17)])
@@ -181,12 +184,12 @@ def test_a_tiny_model_overfits_two_triplets() -> None:
     model = RefDeblur(RefDeblurConfig(width=8, blocks=1))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     start = (blurry - sharp).abs().mean().item()
-    for _ in range(150):
+    for _ in range(100):
         loss = (model(blurry, reference) - sharp).abs().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert loss.item() < 0.3 * start
+    assert loss.item() < 0.35 * start  # measured: 0.21 after 100 steps, 0.12 after 150
 
 
 def test_training_loop_runs_on_synthetic_and_frame_triplets(tmp_path: Path) -> None:

@@ -39,20 +39,24 @@ has 3.3 G and is matched globally; a 12 MP pair has 560 G), each block of ``wind
 query positions searches only a window of ``search_radius`` positions around where its content
 lies in the reference (:func:`match_windowed`). That location is found by a coarse global
 match of the same descriptor at a further-pooled scale (:func:`block_centres`), so references
-that are shifted or framed differently still work; cost and memory are then linear in the
-image size. The reference may have any size: it is padded to a multiple of 4 inside.
+that are shifted or framed differently still work (that match has at most 1/16 of
+``global_match_limit`` entries); cost and memory are then linear in the image size. The reference may have any size: it is padded to a multiple of 4 inside.
 
-Presets (:data:`PRESETS`; GMAC/MP counted with ``torch.utils.flop_counter`` on a 128² pair,
-per megapixel of the blurry input with a same-size reference; matching excluded, it is a matmul
-of ``45 × N_q × N_ref`` MAC):
+Presets (:data:`PRESETS`; MACs counted with ``torch.utils.flop_counter`` on a square pair,
+per megapixel of the blurry input, with a same-size reference, matching excluded; a training
+step of ``cpu`` on 8×120² triplets is 79 GFLOP forward + backward, as ``bench train`` counts):
 
-=======  =======================  ==========  ========
-preset   config                   parameters  GMAC/MP
-=======  =======================  ==========  ========
-paper    width 32, blocks 16      14.23 M     1 861
-cpu      width 16, blocks 2       0.43 M      65.6
-=======  =======================  ==========  ========
+=======  =======================  ==========  ========  ==============================
+preset   config                   parameters  GMAC/MP   without reference modules
+=======  =======================  ==========  ========  ==============================
+paper    width 32, blocks 16      14.23 M     2 000     13.05 M, 1 838 GMAC/MP
+cpu      width 16, blocks 2       0.85 M      114       0.55 M, 73 GMAC/MP
+=======  =======================  ==========  ========  ==============================
 
+Matching adds ``45 · N_ref / 16`` MAC per pixel (``N_ref``: reference positions at 1/4 scale,
+at most ``(window_block + 2·search_radius)²`` in the windowed search): 2.9 GMAC/MP for a 128²
+reference, 162 GMAC/MP for a 1280×720 one, 26 GMAC/MP in the windowed search (96² window)
+plus its coarse global match.
 The spec's arithmetic gives 14.23 M for ``paper`` against the paper's stated 14.09 M.
 ``reference = false`` is the ablation without the reference modules (no reference encoder, no
 REAMs; a one-input model), ``sffm = false`` the one without SFFMs.
@@ -75,6 +79,8 @@ from deblurcli.archs._registry import ArchDefaults, ArchSpec
 
 MATCH_CHUNK_ENTRIES = 1 << 24
 """Similarities computed at once by :func:`match` (16 M entries = 64 MiB in float32)."""
+COARSE_FRACTION = 16
+"""The coarse match guiding the windowed search may have ``global_match_limit / 16`` entries."""
 
 
 @dataclass(frozen=True)
@@ -510,7 +516,8 @@ class RefDeblur(nn.Module):
         for i in range(n):
             q, k = q_desc[i], k_desc[i if k_desc.shape[0] == n else 0]
             if windowed:
-                centres, pool = block_centres(q, k, cfg.window_block, cfg.global_match_limit)
+                centres, pool = block_centres(q, k, cfg.window_block,
+                                              cfg.global_match_limit // COARSE_FRACTION)
                 idx, conf = match_windowed(q, k, centres, block=cfg.window_block,
                                            radius=max(cfg.search_radius, 2 * pool))
             else:
@@ -528,7 +535,7 @@ class RefDeblur(nn.Module):
         e2 = self.enc2(self.sffm2(x, down2) if self.sffm2 is not None else x)
         x = self.down2(e2)
         e3 = self.enc3(self.sffm3(x, down4) if self.sffm3 is not None else x)
-        refs: tuple[Tensor, ...] = ((), (), ())  # type: ignore[assignment]
+        refs: tuple[Tensor, ...] = ()  # R1, R2, R3 (none in the ablation without reference)
         if cfg.reference:
             if reference is None:
                 raise ValueError("this RefDeblur model needs a reference image")

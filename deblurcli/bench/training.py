@@ -91,7 +91,8 @@ def step_flops(cfg: TrainConfig) -> float:
     model = archs.build(cfg.model.arch, cfg.model.config)
     x = torch.rand(cfg.data.batch_size, 3, cfg.data.crop, cfg.data.crop)
     with FlopCounterMode(display=False) as counter:
-        model(x).abs().mean().backward()
+        args = (x, x) if getattr(model, "inputs", 1) == 2 else (x,)  # reference-based: same size
+        model(*args).abs().mean().backward()
     return float(counter.get_total_flops())
 
 
@@ -142,7 +143,8 @@ def _measure(cfg: TrainConfig, steps: int, warmup: int, threads: int) -> dict[st
         blurry = batch["blurry"].contiguous(memory_format=fmt)
         sharp = batch["sharp"].contiguous(memory_format=fmt)
         with autocast:
-            out = model(blurry)
+            refs = [batch["reference"]] if getattr(model, "inputs", 1) == 2 else []
+            out = model(blurry, *refs)
             terms = hook(sharp) if hook is not None else None
             loss, _ = criterion(out.float(), sharp, getattr(model, "latents", None), terms)
         optimizer.zero_grad(set_to_none=True)

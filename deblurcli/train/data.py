@@ -585,16 +585,13 @@ class FrameAverages(_IndexedDataset):
             ref = centre + distance * (1 if rng.random() < 0.5 else -1)
             ref = ref if 0 <= ref < len(frames) else centre - (ref - centre)
             picked.append(min(max(ref, 0), len(frames) - 1))
-        first = read_rgb(frames[picked[0]], self.channels)
-        h, w = first.shape[:2]
+        # whole frames are decoded once per process and kept as uint8 (_decoded_u8's cache):
+        # a triplet reads 8-14 frames, so decoding each time cost seconds per batch
+        stack = [_decoded_u8(str(frames[i]), self.channels) for i in picked]
+        h, w = stack[0].shape[:2]
         size = min(cfg.crop, h, w)
         top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        crops = [
-            (first if i == picked[0] else read_rgb(frames[i], self.channels))[
-                top : top + size, left : left + size
-            ]
-            for i in picked
-        ]
+        crops = [f[top : top + size, left : left + size] / np.float32(255) for f in stack]
         if cfg.flips:
             crops = _augment(crops, rng)
         sample = {"blurry": _tensor(average_frames(crops[:n])), "sharp": _tensor(crops[n // 2])}
