@@ -32,25 +32,31 @@ Variants (config switches, one architecture id):
   the training loop's hook :meth:`DeblurGAN.training_outputs` hands them over so that the loss is
   the mean over iterations (models.md §3.4 [I]).
 
-The critic, :class:`DeblurGANCritic` (training only, chosen with ``loss.disc_arch =
-"deblurgan"``), is the unconditional PatchGAN of the official code: 4×4 convs 3→w (stride 2,
-LeakyReLU 0.2), 2w, 4w (stride 2), 8w (stride 1), each IN + LeakyReLU, then 4×4 → 1, with **no
-sigmoid** (WGAN-GP; the lenka98 TF port's sigmoid is not copied). 2.76 M parameters at w = 64.
+The critic (training only) is the shared :class:`deblurcli.train.discriminator.ConditionalPatchGAN`
+configured as DeblurGAN's unconditional PatchGAN: ``loss.discriminator = "patchgan70"`` with
+``loss.disc_config = {cond_channels = 0, norm = "instance"}`` and ``loss.disc_width = 64``: 4×4
+convs 3→64 (stride 2, LeakyReLU 0.2), 128, 256 (stride 2), 512 (stride 1), each IN + LeakyReLU,
+then 4×4 → 1 with **no sigmoid** (WGAN-GP, ``loss.gan = "wgan-gp"``, ``loss.critic_steps = 5``;
+the lenka98 TF port's sigmoid is not copied). 2.76 M parameters.
 
 Presets (:data:`PRESETS`; counted with ``torch.utils.flop_counter``; GMAC/MP per megapixel of
-input at inference; "model step" = ``model(x)`` forward + backward on 8×128², what
-``bench train`` counts; the feedback variant's T iterations are all in its count):
+input at inference; "step" = forward + backward on a batch of 8×128² with the loss on every
+iteration's output, as the training loop does; ``bench train``'s "model step" backpropagates from
+the last output only, 248 GFLOP for ``cpu`` feedback; the critic is not counted):
 
-===================  =============================  ==========  =======  ==========
-preset               config                         parameters  GMAC/MP  model step
-===================  =============================  ==========  =======  ==========
-paper                w 64, 9 blocks, dropout 0.5    11.38 M     1205     947 GFLOP
-paper, edge          + edge_input                   11.38 M     1205     947 GFLOP
-paper, feedback      + feedback_iterations 4        16.10 M     4607     3620 GFLOP
-cpu                  w 24, 6 blocks, no dropout     1.08 M      119      94 GFLOP
-cpu, edge            + edge_input                   1.08 M      119      94 GFLOP
-cpu, feedback        + feedback_iterations 4        1.74 M      451      354 GFLOP
-===================  =============================  ==========  =======  ==========
+===================  ===========================  ==========  =======  ===========
+preset               config                       parameters  GMAC/MP  step
+===================  ===========================  ==========  =======  ===========
+paper                w 64, 9 blocks, dropout 0.5  11.38 M     756      592 GFLOP
+paper, edge          + edge_input                 11.38 M     759      594 GFLOP
+paper, feedback      + feedback_iterations 4      16.10 M     4065     3195 GFLOP
+cpu                  w 24, 6 blocks, no dropout   1.11 M      79.6     61.7 GFLOP
+cpu, edge            + edge_input                 1.11 M      80.8     62.3 GFLOP
+cpu, feedback        + feedback_iterations 4      1.77 M      458      359 GFLOP
+===================  ===========================  ==========  =======  ===========
+
+The parameters are exact: ``paper`` 11 378 179 (models.md's arithmetic), + 3 136 with the edge
+channel, + 4 719 616 for the ConvLSTM (4·(512·256·9 + 256)).
 """
 
 from __future__ import annotations
@@ -154,7 +160,8 @@ def canny_edges(
     direction quantised to 0°/45°/90°/135°, then hysteresis: pixels above ``high`` × the image's
     maximum gradient magnitude are edges, and pixels above ``low`` × that maximum are edges when
     8-connected to an edge (grown until nothing changes, or for ``max_sweeps`` 3×3 dilations when
-    that is > 0).
+    that is > 0). The maximum is taken as at least 10⁻³ (a Sobel response of a unit step is 4),
+    so that an image without contrast has no edges.
 
     Args:
         x: Images in [0, 1].
@@ -200,7 +207,8 @@ def canny_edges(
             local = (magnitude > shifted(-dy, -dx)) & (magnitude >= shifted(dy, dx))
             keep |= local & (sector == index)
         thin = magnitude * keep
-        peak = magnitude.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        # a floor, so that float rounding on a flat image (no contrast) is no edge
+        peak = magnitude.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
         strong = thin > high * peak
         weak = thin > low * peak
         edges = strong
@@ -378,44 +386,6 @@ class DeblurGAN(nn.Module):
         ``forward``): every feedback iteration's output, or ``[]`` when there is one output."""
         outputs, self.outputs = self.outputs, []
         return outputs
-
-
-# ----------------------------------------------------------------------------------------------
-# Critic (training only)
-# ----------------------------------------------------------------------------------------------
-
-
-class DeblurGANCritic(nn.Module):
-    """Unconditional PatchGAN critic of DeblurGAN: raw scores, no sigmoid (WGAN-GP).
-
-    4×4 convs with padding 2 (the official ``ceil((4 − 1)/2)``): w (stride 2) → 2w → 4w (stride
-    2) → 8w (stride 1) → 1 (stride 1); InstanceNorm (not affine) on all but the first and last,
-    LeakyReLU 0.2 after all but the last.
-
-    Shape:
-        - Input: :math:`(N, C, H, W)` → :math:`(N, 1, H/8 + 3, W/8 + 3)` patch scores (H, W
-          multiples of 8).
-    """
-
-    def __init__(self, in_channels: int = 3, width: int = 64) -> None:
-        super().__init__()
-        widths = [width, 2 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, widths[0], 4, stride=2, padding=2),
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        for index in range(1, 4):
-            stride = 2 if index < 3 else 1
-            layers += [
-                nn.Conv2d(widths[index - 1], widths[index], 4, stride=stride, padding=2),
-                nn.InstanceNorm2d(widths[index]),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
-        layers.append(nn.Conv2d(widths[-1], 1, 4, stride=1, padding=2))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
 SPEC = ArchSpec(

@@ -120,7 +120,7 @@ def _measure(cfg: TrainConfig, steps: int, warmup: int, threads: int) -> dict[st
     """Time ``steps`` whole training steps (after ``warmup``) in this process."""
     from deblurcli import archs
     from deblurcli.train import data
-    from deblurcli.train.loop import pixel_objective
+    from deblurcli.train.loop import iteration_objective, pixel_objective
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -146,7 +146,7 @@ def _measure(cfg: TrainConfig, steps: int, warmup: int, threads: int) -> dict[st
             refs = [batch["reference"]] if getattr(model, "inputs", 1) == 2 else []
             out = model(blurry, *refs)
             terms = hook(sharp) if hook is not None else None
-            loss, _ = criterion(out.float(), sharp, getattr(model, "latents", None), terms)
+            _, loss, _ = iteration_objective(criterion, model, out, sharp, terms)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

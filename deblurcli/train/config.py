@@ -214,6 +214,12 @@ class LossConfig:
     disc_config: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of ``patchgan70`` (``spectral_norm``, ``attention``, ``norm``, ``head``,
     ``norm_first``, ``strided``, ``cond_channels``: 0 for unconditional)."""
+    perceptual_layer: Literal["taps", "conv3_3", "relu3_3"] = "taps"
+    """``taps``: L1 over relu1_2, relu2_2 and relu3_4; ``conv3_3`` / ``relu3_3``: the MSE of that
+    one VGG19 layer (DeblurGAN compares conv3_3, the GAN paper's Keras code relu3_3)."""
+    critic_steps: int = 1
+    """Discriminator (critic) steps per generator step once the GAN is on (DeblurGAN's
+    WGAN-GP: 5), each on the same batch."""
     perceptual_fallback: Literal["none", "l1"] = "none"
     """``l1``: when ``perceptual`` is on but ``perceptual_weights`` is empty, add its weight to
     ``l1`` instead (with a warning), as the GAN paper's recipes do without VGG19 weights."""
@@ -406,6 +412,8 @@ def validate(cfg: TrainConfig) -> None:
         problems.append("run.steps, data.batch_size and checkpoint.every must be >= 1")
     if not 0.0 <= cfg.model.ema_decay < 1.0:
         problems.append("model.ema_decay must be in [0, 1)")
+    if cfg.loss.critic_steps < 1:
+        problems.append("loss.critic_steps must be >= 1")
     if cfg.loss.gan != "none" or cfg.loss.disc_config:
         from deblurcli.train.discriminator import build_discriminator
 

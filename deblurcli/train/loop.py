@@ -2,7 +2,8 @@
 
 Per step: the generator's forward pass (bf16 autocast on CUDA when ``run.amp``), the weighted
 pixel losses plus an optional adversarial term, a clipped optimiser step with a warm-up +
-cosine/multistep learning rate, an EMA update, then optionally one discriminator step. Every
+cosine/multistep learning rate, an EMA update, then optionally ``loss.critic_steps``
+discriminator steps on the same batch. Every
 ``run.log_every`` steps a JSON line goes to ``RUN/log.jsonl``; every ``run.val_every`` steps the
 model and its EMA are scored (PSNR/SSIM) on the fixed validation set; every
 ``checkpoint.every`` steps (and at the end) the full state is saved (:mod:`.checkpointing`).
@@ -101,7 +102,35 @@ def pixel_objective(cfg: TrainConfig) -> losses.PixelObjective:
         perceptual=lc.perceptual,
         perceptual_weights=lc.perceptual_weights,
         perceptual_fallback=lc.perceptual_fallback,
+        perceptual_layer=lc.perceptual_layer,
     )
+
+
+def iteration_objective(
+    criterion: losses.PixelObjective,
+    module: nn.Module,
+    out: torch.Tensor,
+    sharp: torch.Tensor,
+    terms: dict[str, torch.Tensor] | None,
+) -> tuple[list[torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """The pixel objective, averaged over a model's iterations.
+
+    A model with a ``training_outputs()`` hook (DeblurGAN's feedback variant) returns every
+    iteration's output after ``forward``; the loss and its logged parts are their means. Other
+    models give ``[out]``.
+
+    Returns:
+        ``(outputs, loss, parts)``.
+    """
+    hook = getattr(module, "training_outputs", None)
+    outputs = (hook() if hook is not None else None) or [out]
+    latents = getattr(module, "latents", None)
+    results = [criterion(o.float(), sharp, latents, terms) for o in outputs]
+    if len(results) == 1:
+        return outputs, *results[0]
+    loss = torch.stack([r[0] for r in results]).mean()
+    parts = {k: torch.stack([r[1][k] for r in results]).mean() for k in results[0][1]}
+    return outputs, loss, parts
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -484,17 +513,19 @@ def _fit(
             out = model(*inputs)
             hook = getattr(module, "training_terms", None)  # model-computed terms (UML-IN)
             terms = hook(sharp) if hook is not None else None
-            loss, parts = criterion(out.float(), sharp, getattr(module, "latents", None), terms)
+            # feedback models: content and adversarial terms are means over the iterations
+            outs, loss, parts = iteration_objective(criterion, module, out, sharp, terms)
             if gan_on:
                 assert disc is not None
                 disc.requires_grad_(False)
-                fake_logits = judge(disc, out, blurry)  # conditional Ds see [blurry, image]
                 real_logits = judge(disc, sharp, blurry) if lc.gan == "ragan" else None
-                adv = losses.gan_generator_loss(
-                    lc.gan,
-                    fake_logits.float(),
-                    None if real_logits is None else real_logits.float(),
-                )
+                adv = torch.stack([
+                    losses.gan_generator_loss(
+                        lc.gan,
+                        judge(disc, o, blurry).float(),  # conditional Ds see [blurry, image]
+                        None if real_logits is None else real_logits.float(),
+                    ) for o in outs
+                ]).mean()
                 loss = loss + lc.gan_weight * adv
                 parts["gan_g"] = adv.detach()
         optimizer.zero_grad(set_to_none=True)
@@ -514,20 +545,21 @@ def _fit(
             assert disc is not None
             disc.requires_grad_(True)
             d_opt = optimizers["discriminator"]
-            with autocast:
-                real_logits = judge(disc, sharp, blurry)
-                fake_logits = judge(disc, out.detach(), blurry)
-                d_loss = losses.gan_discriminator_loss(
-                    lc.gan, real_logits.float(), fake_logits.float()
-                )
-            if lc.gan == "wgan-gp":
-                critic = functools.partial(judge, disc, condition=blurry)
-                d_loss = d_loss + lc.gp_weight * losses.gradient_penalty(
-                    critic, sharp, out.detach()  # type: ignore[arg-type]
-                )
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
+            for _ in range(lc.critic_steps):  # WGAN-GP: 5 critic steps, one batch
+                with autocast:
+                    real_logits = judge(disc, sharp, blurry)
+                    fake_logits = judge(disc, out.detach(), blurry)
+                    d_loss = losses.gan_discriminator_loss(
+                        lc.gan, real_logits.float(), fake_logits.float()
+                    )
+                if lc.gan == "wgan-gp":
+                    critic = functools.partial(judge, disc, condition=blurry)
+                    d_loss = d_loss + lc.gp_weight * losses.gradient_penalty(
+                        critic, sharp, out.detach()  # type: ignore[arg-type]
+                    )
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_opt.step()
             parts["gan_d"] = d_loss.detach()
         parts["loss"] = loss.detach()
         for key, value in parts.items():

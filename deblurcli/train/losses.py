@@ -161,6 +161,13 @@ class LatentL1(L1Loss):
 FEATURE_CHANNELS = (64, 64, "pool", 128, 128, "pool", 256, 256, 256, 256)
 """A VGG19-style feature stack up to relu3_4 (conv3×3 + ReLU, ``pool`` = 2× max-pool)."""
 
+PerceptualLayer = Literal["taps", "conv3_3", "relu3_3"]
+
+VGG19_LAYERS: dict[str, int] = {"conv3_3": 14, "relu3_3": 15}
+"""Single feature layers by name → index in :attr:`FeatureNet.layers` (torchvision's
+``vgg19().features`` numbering): DeblurGAN compares conv3_3 (before its ReLU), the GAN paper's
+Keras code ``block3_conv3`` (after it)."""
+
 
 class FeatureNet(nn.Module):
     """VGG19-style convolutional features; weights come only from a user-given file.
@@ -197,6 +204,13 @@ class FeatureNet(nn.Module):
                 taps.append(x)
         return taps
 
+    def layer(self, x: Tensor, name: str) -> Tensor:
+        """The features of one layer of :data:`VGG19_LAYERS` (e.g. ``conv3_3``).
+
+        Shape: :math:`(N, 3, H, W)` in [0, 1] → :math:`(N, 256, H/4, W/4)`.
+        """
+        return self.layers[: VGG19_LAYERS[name] + 1]((x - self.mean) / self.std)
+
 
 def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
     """A frozen FeatureNet with weights from a safetensors file (missing keys are an error)."""
@@ -212,10 +226,21 @@ def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
 
 
 def perceptual_loss(
-    x: Tensor, y: Tensor, net: nn.Module, *, reduction: Reduction = "mean"
+    x: Tensor,
+    y: Tensor,
+    net: nn.Module,
+    *,
+    reduction: Reduction = "mean",
+    layer: PerceptualLayer = "taps",
 ) -> Tensor:
-    """L1 distance between feature maps of ``net`` (a list of taps), summed over taps."""
+    """Distance between feature maps of ``net``: with ``layer="taps"`` the L1 distance summed
+    over its list of taps; with a :data:`VGG19_LAYERS` name the MSE of that one layer (DeblurGAN's
+    content loss on ``conv3_3``)."""
     _check_pair(x, y)
+    if layer != "taps":
+        assert isinstance(net, FeatureNet)
+        fx, fy = net.layer(x, layer), net.layer(y.detach(), layer)
+        return _reduce((fx - fy).pow(2), None, reduction)
     pairs = zip(net(x), net(y.detach()), strict=True)
     terms = [_reduce((fx - fy).abs(), None, reduction) for fx, fy in pairs]
     return torch.stack(terms).sum(0)
@@ -224,8 +249,11 @@ def perceptual_loss(
 class PerceptualLoss(nn.Module):
     """Module form of :func:`perceptual_loss`; ``weights_path`` empty → a warning and zero loss."""
 
-    def __init__(self, weights_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, weights_path: str | os.PathLike[str] | None = None, layer: PerceptualLayer = "taps"
+    ) -> None:
         super().__init__()
+        self.layer: PerceptualLayer = layer
         self.net = load_feature_net(weights_path) if weights_path else None
         if self.net is None:
             logger.warning(
@@ -237,7 +265,7 @@ class PerceptualLoss(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if self.net is None:
             return x.new_zeros(())
-        return perceptual_loss(x, y, self.net)
+        return perceptual_loss(x, y, self.net, layer=self.layer)
 
 
 # --------------------------------------------------------------------------- GAN
@@ -335,6 +363,7 @@ class PixelObjective(nn.Module):
         perceptual: float = 0.0,
         perceptual_weights: str = "",
         perceptual_fallback: str = "none",
+        perceptual_layer: PerceptualLayer = "taps",
     ) -> None:
         super().__init__()
         self.terms: dict[str, tuple[float, nn.Module]] = {}
@@ -357,7 +386,9 @@ class PixelObjective(nn.Module):
         self.latent_weight = latent_l1
         self.model_weights = {"latent_guidance": latent_guidance}
         """Weights of the terms a model computes itself (``model.training_terms(sharp)``)."""
-        self.perceptual = PerceptualLoss(perceptual_weights) if perceptual else None
+        self.perceptual = (
+            PerceptualLoss(perceptual_weights, perceptual_layer) if perceptual else None
+        )
         if self.perceptual is not None and self.perceptual.net is not None:
             self.terms["perceptual"] = (perceptual, self.perceptual)
         if not self.terms and not latent_l1 and not latent_guidance:
