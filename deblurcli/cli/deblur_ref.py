@@ -32,7 +32,10 @@ def deblur_ref(
         "Reference-based network family, run with its default checkpoint: "
         + "; ".join(f"{m.name} ({m.description})" for m in methods.of_kind("network")
                     if m.inputs == 2) + ". Default: ref."))] = None,
-    model: opt.ModelOpt = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", metavar="NAME[@TAG]|FILE",
+        help="Exact reference-based checkpoint: name@tag (see `deblurcli models list`) or a "
+        ".safetensors path. Default: the checkpoint of --method.")] = None,
     device: opt.DeviceOpt = "auto",
     precision: opt.PrecisionOpt = "auto",
     tile: opt.TileOpt = "auto",

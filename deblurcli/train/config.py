@@ -121,7 +121,10 @@ class DataConfig:
     frames: list[int] = field(default_factory=lambda: [7, 13])
     """Frames averaged per GoPro-style pair, [low, high] (odd counts; the centre is sharp)."""
     reference: bool = False
-    """Also return a reference frame from the same sequence (``frames`` kind, for deblur-ref)."""
+    """Triplets for reference-based models (``deblur-ref``): ``frames`` adds a sharp frame of the
+    same sequence ``reference_distance`` frames away; ``synthetic`` adds another view of the same
+    photo (:func:`deblurcli.train.data.reference_view`) and, with ``frames_root``, makes a
+    ``frames_prob`` fraction of the samples frame triplets (``frames`` frames averaged)."""
     reference_distance: list[int] = field(default_factory=lambda: [8, 24])
     """Distance in frames between the sharp centre and the reference, [low, high]."""
 
