@@ -196,6 +196,7 @@ def test_training_loop_runs_on_synthetic_and_frame_triplets(tmp_path: Path) -> N
     from _train_data import tiny_config, write_images
 
     from deblurcli.train.data import make_dataset
+    from deblurcli.train.export import export_run
     from deblurcli.train.loop import fit
 
     images = tmp_path / "sharp"
@@ -214,6 +215,8 @@ def test_training_loop_runs_on_synthetic_and_frame_triplets(tmp_path: Path) -> N
     assert not torch.equal(samples[0]["reference"], samples[0]["sharp"])
     result = fit(cfg, tmp_path / "run")
     assert result.step == 3 and "psnr" in result.val and "psnr_input" in result.val
+    entry = export_run(tmp_path / "run", name="ref", tag="test", weights_dir=tmp_path / "w")
+    assert entry["metrics"]["val"]["images"] == 2 and entry["training"]["data"]["reference"]
     with pytest.raises(Exception, match="data.reference"):
         fit(tiny_config(images, **{"model.arch": "ref_deblur", "model.config": {}, **{
             f"model.config.{k}": v for k, v in TINY.items()}}), tmp_path / "run2")

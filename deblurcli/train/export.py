@@ -69,11 +69,18 @@ def measure(
     loaded = load_checkpoint(checkpoint)
     restorer = Restorer(loaded.model, loaded.info, device=torch.device("cpu"), dtype=torch.float32)
     results: dict[str, Any] = {"measured_with": MEASURED_WITH}
-    val = data.build_val_set(cfg.val, loaded.info.in_channels)
-    if val is not None:
+    two_inputs = loaded.info.inputs == 2
+    val = data.build_val_set(cfg.val, loaded.info.in_channels, reference=two_inputs)
+    if val is not None and (val.reference is not None or not two_inputs):
         pairs = [(val.blurry[i : i + 1], val.sharp[i : i + 1]) for i in range(len(val.names))]
-        results["val"] = {"set": _val_description(cfg), **_scores(restorer, pairs)}
-    if gopro_dir is not None:
+        restore: Callable[[torch.Tensor], torch.Tensor] = restorer
+        if val.reference is not None:  # reference-based: each crop with its reference view
+            views = iter(val.reference.split(1))  # _scores restores the pairs in this order
+            restore = lambda blurry: restorer(blurry, next(views))  # noqa: E731
+        results["val"] = {"set": _val_description(cfg), **_scores(restore, pairs)}
+    if gopro_dir is not None and two_inputs:
+        results["gopro_dev"] = {"set": str(gopro_dir), "skipped": "these pairs have no reference"}
+    elif gopro_dir is not None:
         pairs = []
         for blur_path, sharp_path in data.find_pairs(gopro_dir):
             b, s = (
@@ -100,6 +107,11 @@ def measure_presets(
     from deblurcli.bench.quality import run_quality
 
     method = next(m.name for m in table.METHODS if m.kind == "network" and m.arch == arch)
+    if table.TABLE[method].inputs == 2:
+        from deblurcli.errors import UsageError
+
+        raise UsageError(f"--preset: bench presets have no reference images for {method}; "
+                         "export without --preset (the validation triplets are measured)")
     config = MethodConfig(device="cpu", precision="fp32", model=str(checkpoint))
     found: dict[str, Any] = {}
     for preset in presets:
@@ -142,6 +154,9 @@ def _data_description(cfg: TrainConfig) -> dict[str, Any]:
         from deblurcli.train.data import dataclasses_asdict
 
         found.update(sharp=d.sharp, recipe=dataclasses_asdict(recipe_of(d)))
+        if d.kind == "synthetic" and d.reference:  # triplets: reference views + frame triplets
+            found.update(reference=True, frames_root=d.frames_root, frames_prob=d.frames_prob,
+                         frames=d.frames, reference_distance=d.reference_distance)
         if d.kind == "pack":
             found.update(
                 pack=d.pack,
