@@ -203,7 +203,8 @@ def test_the_loss_of_the_feedback_variant_is_the_mean_over_iterations() -> None:
     outputs, loss, parts = iteration_objective(objective, model, out, sharp, None)
     each = [losses.l1_loss(o, sharp).item() for o in outputs]
     assert len(outputs) == 3 and outputs[-1] is out
-    assert abs(float(loss) - sum(each) / 3) < 1e-6 and abs(float(parts["l1"]) - sum(each) / 3) < 1e-6
+    mean = sum(each) / 3
+    assert abs(loss.item() - mean) < 1e-6 and abs(parts["l1"].item() - mean) < 1e-6
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -265,7 +266,8 @@ def test_config_is_the_cpu_preset_and_trains_through_the_loop_with_5_critic_step
 
     path = CONFIGS / CONFIG_OF[variant]
     cfg = load_config(path)
-    assert cfg.model.arch == "deblurgan" and cfg.data.pack == ".pack/resunet_shake_pairs.safetensors"
+    assert cfg.model.arch == "deblurgan"
+    assert cfg.data.pack == ".pack/resunet_shake_pairs.safetensors"
     assert DeblurGANConfig(**cfg.model.config) == preset("cpu", variant)
     assert 0 < cfg.loss.gan_start < cfg.run.steps and cfg.loss.perceptual_fallback == "l1"
     calls = []

@@ -74,7 +74,7 @@ from deblurcli.archs._registry import ArchDefaults, ArchSpec
 
 @dataclass(frozen=True)
 class DeblurGANConfig:
-    """Hyper-parameters of :class:`DeblurGAN` (stored as JSON in checkpoints). Defaults: ``paper``."""
+    """Hyper-parameters of :class:`DeblurGAN` (stored as JSON in checkpoints); defaults: paper."""
 
     in_channels: int = 3
     """Image channels in and out (the edge map, when on, is added inside the model)."""
@@ -242,7 +242,9 @@ class ResBlock(nn.Module):
         ]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels)]
+        layers += [
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels)
+        ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -297,7 +299,9 @@ class DeblurGAN(nn.Module):
             *_norm_act(nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), 4 * w),
         )
         self.feedback = ConvLSTM(4 * w, 4 * w) if config.feedback_iterations else None
-        self.blocks = nn.Sequential(*(ResBlock(4 * w, config.dropout) for _ in range(config.blocks)))
+        self.blocks = nn.Sequential(
+            *(ResBlock(4 * w, config.dropout) for _ in range(config.blocks))
+        )
         up = {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}
         self.decoder = nn.Sequential(
             *_norm_act(nn.ConvTranspose2d(4 * w, 2 * w, **up), 2 * w),
