@@ -172,7 +172,7 @@ def test_config_and_inputs_survive_a_checkpoint(tmp_path: Path) -> None:
 
 
 def _triplets() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    sharp = torch.cat([_smooth(32, 32, seed=s) for s in (10, 11)])
+    sharp = torch.cat([_smooth(24, 24, seed=s) for s in (10, 11)])
     blurry = F.avg_pool2d(F.pad(sharp, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
     reference = torch.roll(sharp, shifts=(4, 8), dims=(2, 3))
     return blurry, sharp, reference
@@ -189,7 +189,7 @@ def test_a_tiny_model_overfits_two_triplets() -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert loss.item() < 0.35 * start  # measured: 0.21 after 100 steps, 0.12 after 150
+    assert loss.item() < 0.35 * start  # measured: 0.19 after 100 steps
 
 
 def test_training_loop_runs_on_synthetic_and_frame_triplets(tmp_path: Path) -> None:
@@ -213,6 +213,12 @@ def test_training_loop_runs_on_synthetic_and_frame_triplets(tmp_path: Path) -> N
     samples = [dataset[i] for i in range(6)]
     assert all(s["reference"].shape == (3, 32, 32) for s in samples)
     assert not torch.equal(samples[0]["reference"], samples[0]["sharp"])
+    import dataclasses
+
+    from deblurcli.train.data import FrameAverages
+
+    held = FrameAverages(dataclasses.replace(cfg.data, root=str(frames), frames_held_back=4), 0)
+    assert [len(s) for s in held.sequences] == [12]  # the last 4 frames stay for evaluation
     result = fit(cfg, tmp_path / "run")
     assert result.step == 3 and "psnr" in result.val and "psnr_input" in result.val
     entry = export_run(tmp_path / "run", name="ref", tag="test", weights_dir=tmp_path / "w")

@@ -40,7 +40,8 @@ query positions searches only a window of ``search_radius`` positions around whe
 lies in the reference (:func:`match_windowed`). That location is found by a coarse global
 match of the same descriptor at a further-pooled scale (:func:`block_centres`), so references
 that are shifted or framed differently still work (that match has at most 1/16 of
-``global_match_limit`` entries); cost and memory are then linear in the image size. The reference may have any size: it is padded to a multiple of 4 inside.
+``global_match_limit`` entries); cost and memory are then linear in the image size. The
+reference may have any size: it is padded to a multiple of 4 inside.
 
 Presets (:data:`PRESETS`; MACs counted with ``torch.utils.flop_counter`` on a square pair,
 per megapixel of the blurry input, with a same-size reference, matching excluded; a training

@@ -127,6 +127,9 @@ class DataConfig:
     ``frames_prob`` fraction of the samples frame triplets (``frames`` frames averaged)."""
     reference_distance: list[int] = field(default_factory=lambda: [8, 24])
     """Distance in frames between the sharp centre and the reference, [low, high]."""
+    frames_held_back: int = 0
+    """Frame triplets (``frames`` kind, ``reference`` mixing) never use the last this many frames
+    of a sequence, which stay for evaluation (``scripts/eval_ref.py``)."""
 
 
 @dataclass

@@ -565,6 +565,8 @@ class FrameAverages(_IndexedDataset):
             d for d in subdirs if any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())
         ]
         self.sequences = [read_frame_sequence(d) for d in folders] or [read_frame_sequence(root)]
+        if cfg.frames_held_back > 0:  # the last frames stay unseen, for evaluation
+            self.sequences = [s[: max(0, len(s) - cfg.frames_held_back)] for s in self.sequences]
         self.sequences = [s for s in self.sequences if len(s) >= cfg.frames[1]]
         if not self.sequences:
             raise UsageError(f"{root}: no frame sequence with at least {cfg.frames[1]} frames")
