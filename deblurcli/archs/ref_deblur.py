@@ -507,7 +507,12 @@ class RefDeblur(nn.Module):
 
         Global (chunked, exact) when ``H_q W_q · H_r W_r`` at 1/4 scale is at most
         ``global_match_limit``, else the guided bounded-window search (module docstring).
+        Always in float32, also under autocast.
         """
+        with torch.autocast(blurry.device.type, enabled=False):  # similarities in float32
+            return self._match(blurry.float(), reference.float())
+
+    def _match(self, blurry: Tensor, reference: Tensor) -> MatchResult:
         cfg = self.config
         q_desc, k_desc = ncc_descriptors(blurry), ncc_descriptors(reference)
         n, _, hq, wq = q_desc.shape
