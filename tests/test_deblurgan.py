@@ -318,3 +318,24 @@ def test_method_rows_exist_and_unreleased_weights_exit_4(
         main(["deblur", str(photo), "--method", name, "-o", str(tmp_path / "o.png"), "--offline"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 4 and "train export" in err and row.checkpoint in err, err
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_checkpoint_round_trip_and_restorer_on_odd_sizes(variant: str, tmp_path: Path) -> None:
+    from deblurcli.archs import config_of
+    from deblurcli.engine import ModelInfo, load_checkpoint, save_checkpoint
+    from deblurcli.engine.restorer import Restorer
+
+    torch.manual_seed(0)
+    model = DeblurGAN(DeblurGANConfig(width=4, blocks=1, edge_thresholds=(0.05, 0.3),
+                                      **VARIANTS[variant])).eval()
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model, ModelInfo.for_model("deblurgan", model))
+    loaded = load_checkpoint(path)
+    assert config_of(loaded.model) == config_of(model) and loaded.model.config == model.config
+    assert loaded.info.size_multiple == 4 and loaded.info.tiling == "discouraged"
+    restorer = Restorer(loaded.model, loaded.info, device=torch.device("cpu"), dtype=torch.float32)
+    for channels in (3, 1):
+        x = torch.rand(1, channels, 21, 30)
+        out = restorer(x, tile=None)
+        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
