@@ -93,6 +93,10 @@ def test_spectral_norm_divides_by_the_largest_singular_value(transposed: bool) -
     assert abs(float(torch.linalg.matrix_norm(matrix, 2)) - 1.0) < 1e-3
     frozen = layer.eval().weight.detach()
     assert torch.equal(frozen, layer.weight.detach())  # eval: u and v stay put
+    state = layer.state_dict()
+    state["parametrizations.weight.0._u"] *= 0.9  # as after an EMA of the buffers
+    layer.load_state_dict(state)
+    assert (layer.weight.detach() - frozen).abs().max() < 1e-6
 
 
 def test_chunked_attention_equals_dense_attention() -> None:

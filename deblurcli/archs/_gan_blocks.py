@@ -75,7 +75,10 @@ class SpectralNorm(nn.Module):
         matrix = self._matrix(weight)
         if self.training:
             self._iterate(matrix.detach(), 1)
-        u, v = self._u.clone(), self._v.clone()  # the in-place updates must not reach autograd
+        # fresh unit vectors: the in-place updates must not reach autograd, and an EMA of the
+        # buffers (training's weight averaging) is no longer exactly of unit length
+        u = F.normalize(self._u, dim=0, eps=self.eps)
+        v = F.normalize(self._v, dim=0, eps=self.eps)
         return weight / torch.dot(u, matrix @ v)
 
 
