@@ -342,3 +342,39 @@ def test_deblur_ref_method_and_model_checks(
     assert code == 2 and "deblurcli deblur" in err
     code, _, err = _run([*args, "--model", str(tiny_checkpoint)], capsys)  # a 1-input model
     assert code == 2 and "takes no reference" in err
+
+
+def test_vgg_descriptor_weights_come_from_a_user_file_and_travel_in_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from _train_data import tiny_config, write_images
+    from safetensors.torch import load_file, save_file
+
+    from deblurcli.archs.ref_deblur import vgg19_relu3_1
+    from deblurcli.train.config import ConfigError
+    from deblurcli.train.loop import fit
+
+    vgg = vgg19_relu3_1()
+    weights = {f"layers.{k}": v.clone() for k, v in vgg.state_dict().items()}
+    weights["layers.12.weight"] = torch.zeros(1)  # beyond relu3_1 (a perceptual-loss file): ignored
+    path = tmp_path / "vgg19.safetensors"
+    save_file(weights, str(path))
+    images = tmp_path / "sharp"
+    write_images(images, 2, size=(64, 64))
+    values = {"model.arch": "ref_deblur", "model.config": {}, "data.reference": True,
+              "run.steps": 1, "run.val_every": 0, "checkpoint.every": 1,
+              **{f"model.config.{k}": v for k, v in TINY.items()},
+              "model.config.descriptor": "vgg19"}
+    with pytest.raises(ConfigError, match="descriptor_weights"):
+        tiny_config(images, **values)
+    result = fit(tiny_config(images, **values, **{"model.descriptor_weights": str(path)}),
+                 tmp_path / "run")
+    assert result.model is not None and result.model.descriptor_loaded  # type: ignore[union-attr]
+    assert result.checkpoint is not None
+    saved = load_file(str(result.checkpoint / "model.safetensors"))
+    assert torch.equal(saved["vgg.10.weight"], vgg[10].weight)  # conv3_1, frozen and stored
+    model = RefDeblur(RefDeblurConfig(**TINY, descriptor="vgg19"))
+    with pytest.raises(ValueError, match="lack"):
+        model.load_descriptor({"features.0.weight": vgg[0].weight})
+    found = model.match(_smooth(32, 40), _smooth(36, 28, seed=2))
+    assert found.index.shape == (1, 80) and found.confidence.abs().max() <= 1 + 1e-5

@@ -62,8 +62,10 @@ The spec's arithmetic gives 14.23 M for ``paper`` against the paper's stated 14.
 ``reference = false`` is the ablation without the reference modules (no reference encoder, no
 REAMs; a one-input model), ``sffm = false`` the one without SFFMs.
 
-Not implemented: the ``vgg19-relu3_1`` descriptor from a user-given safetensors file (the spec's
-faithful option) and ``--match-stride 3``; see ``docs/deblur_ref.md``.
+``descriptor = "vgg19"`` is the spec's faithful φ (frozen VGG19 relu3_1, 2304-dimensional patch
+descriptors, the reference blurred ↓↑ first); its weights come from a user-given safetensors file
+(``model.descriptor_weights``, loaded by the training loop) and travel in the checkpoint. Not
+implemented: ``--match-stride 3``; see ``docs/deblur_ref.md``.
 """
 
 from __future__ import annotations
@@ -98,9 +100,11 @@ class RefDeblurConfig:
     """SFFMs in front of the 2nd and 3rd encoder groups (false: the ablation without them)."""
     reference: bool = True
     """Reference encoder, matching and REAMs (false: the ablation without the reference)."""
-    descriptor: Literal["ncc"] = "ncc"
+    descriptor: Literal["ncc", "vgg19"] = "ncc"
     """Matching descriptor: ``ncc``, parameter-free normalised cross-correlation of 3×3 patches
-    of 4×4-pooled colour + gradient maps (models.md §2.3 ``pixel-ncc``)."""
+    of 4×4-pooled colour + gradient maps (models.md §2.3 ``pixel-ncc``); ``vgg19``: 3×3 patches
+    of frozen VGG19 relu3_1 features (the paper's φ), whose weights come from a user-given file
+    (``model.descriptor_weights``) and are then stored in the checkpoint."""
     global_match_limit: int = 1 << 32
     """Query × reference positions (at 1/4 scale) up to which matching is global."""
     search_radius: int = 32
@@ -116,8 +120,8 @@ class RefDeblurConfig:
                              "be >= 1")
         if self.width < 4 + self.in_channels:
             raise ValueError(f"width must be at least {4 + self.in_channels}")
-        if self.descriptor != "ncc":
-            raise ValueError(f"descriptor must be 'ncc', got {self.descriptor!r}")
+        if self.descriptor not in ("ncc", "vgg19"):
+            raise ValueError(f"descriptor must be 'ncc' or 'vgg19', got {self.descriptor!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -164,6 +168,53 @@ def ncc_descriptors(image: Tensor, pool: int = 4) -> Tensor:
     patches = F.unfold(features, 3, padding=1)  # N × 9(C+2) × h·w
     patches = patches - patches.mean(dim=1, keepdim=True)
     patches = F.normalize(patches, dim=1, eps=1e-6)
+    return patches.view(n, -1, h, w)
+
+
+VGG19_RELU3_1 = (64, 64, "pool", 128, 128, "pool", 256)
+"""torchvision ``vgg19().features[:12]``: conv1_1 … relu3_1 (conv3×3 + ReLU, ``pool``: 2× max)."""
+
+
+def vgg19_relu3_1() -> nn.Sequential:
+    """The frozen VGG19 stack up to relu3_1 (0.56 M parameters), indices as in torchvision.
+
+    Its weights come only from a user-given file (:meth:`RefDeblur.load_descriptor`); keys of the
+    perceptual loss's feature file (``layers.{i}.weight``) or of torchvision's
+    (``features.{i}.weight``) both fit.
+    """
+    layers: list[nn.Module] = []
+    channels = 3
+    for spec in VGG19_RELU3_1:
+        if spec == "pool":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(channels, int(spec), 3, padding=1), nn.ReLU()]
+            channels = int(spec)
+    return nn.Sequential(*layers).requires_grad_(False)
+
+
+def vgg_descriptors(vgg: nn.Module, image: Tensor, *, blur_reference: bool = False) -> Tensor:
+    """Unit-norm 3×3 patches of VGG19 relu3_1 features (models.md §2.3, TTSR convention).
+
+    The image is normalised with the ImageNet mean/std; a reference is first made blurry as
+    ``bicubic ×1/4 then ×4`` (``blur_reference``). Each feature channel is normalised by its own
+    mean and standard deviation over the image (so exposure differences do not dominate), then
+    every 3×3 neighbourhood is unfolded and L2-normalised.
+
+    Shape:
+        - image: :math:`(N, 3, H, W)`, H and W multiples of 4 → :math:`(N, 2304, H/4, W/4)`.
+    """
+    x = image.float()
+    if blur_reference:
+        small = F.interpolate(x, scale_factor=0.25, mode="bicubic", align_corners=False)
+        x = F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+    features = vgg((x.clamp(0, 1) - mean) / std)
+    features = (features - features.mean(dim=(2, 3), keepdim=True)) / features.std(
+        dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    n, _, h, w = features.shape
+    patches = F.normalize(F.unfold(features, 3, padding=1), dim=1, eps=1e-6)
     return patches.view(n, -1, h, w)
 
 
@@ -490,6 +541,9 @@ class RefDeblur(nn.Module):
         self.tail = _conv(w1, c)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+        self.vgg = vgg19_relu3_1() if config.reference and config.descriptor == "vgg19" else None
+        self.descriptor_loaded = False
+        """Whether :meth:`load_descriptor` gave the VGG its weights (checkpoints carry them)."""
         self.last_match: MatchResult | None = None
         """The matching of the last forward pass (for inspection and tests)."""
 
@@ -500,6 +554,34 @@ class RefDeblur(nn.Module):
     def inputs(self) -> int:
         """2 (blurry, reference), or 1 for the ablation without reference modules."""
         return 2 if self.config.reference else 1
+
+    def load_descriptor(self, state: dict[str, Tensor]) -> None:
+        """Give the ``vgg19`` descriptor its weights (tensors, e.g. from a safetensors file).
+
+        Accepts the perceptual loss's feature file (``layers.{i}.…``), torchvision's
+        ``vgg19().features`` (``features.{i}.…``) or bare ``{i}.…`` keys; keys beyond relu3_1
+        are ignored, missing ones are an error.
+
+        Raises:
+            ValueError: the model has no VGG descriptor, or a weight is missing or misshapen.
+        """
+        if self.vgg is None:
+            raise ValueError("this model's descriptor is not vgg19")
+        wanted = self.vgg.state_dict()
+        found: dict[str, Tensor] = {}
+        for key, value in state.items():
+            bare = key.removeprefix("layers.").removeprefix("features.")
+            if bare in wanted:
+                found[bare] = value
+        missing = sorted(set(wanted) - set(found))
+        if missing:
+            raise ValueError(f"VGG19 weights lack {', '.join(missing[:4])} (relu3_1 needs "
+                             f"{len(wanted)} tensors: conv1_1 … conv3_1)")
+        try:
+            self.vgg.load_state_dict(found, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"VGG19 weights do not fit: {exc}") from None
+        self.descriptor_loaded = True
 
     @torch.no_grad()
     def match(self, blurry: Tensor, reference: Tensor) -> MatchResult:
@@ -514,7 +596,11 @@ class RefDeblur(nn.Module):
 
     def _match(self, blurry: Tensor, reference: Tensor) -> MatchResult:
         cfg = self.config
-        q_desc, k_desc = ncc_descriptors(blurry), ncc_descriptors(reference)
+        if self.vgg is not None:
+            q_desc = vgg_descriptors(self.vgg, blurry)
+            k_desc = vgg_descriptors(self.vgg, reference, blur_reference=True)
+        else:
+            q_desc, k_desc = ncc_descriptors(blurry), ncc_descriptors(reference)
         n, _, hq, wq = q_desc.shape
         hr, wr = k_desc.shape[-2:]
         windowed = hq * wq * hr * wr > cfg.global_match_limit

@@ -161,6 +161,9 @@ class ModelConfig:
     """Keyword arguments of the architecture's config dataclass."""
     ema_decay: float = 0.999
     """Exponential moving average of the weights (0 disables EMA)."""
+    descriptor_weights: str = ""
+    """safetensors file of a frozen matching descriptor (``ref_deblur`` with
+    ``descriptor = "vgg19"``: VGG19 conv1_1 … conv3_1); stored in the checkpoints afterwards."""
 
 
 @dataclass
@@ -418,6 +421,12 @@ def validate(cfg: TrainConfig) -> None:
         problems.append("run.steps, data.batch_size and checkpoint.every must be >= 1")
     if not 0.0 <= cfg.model.ema_decay < 1.0:
         problems.append("model.ema_decay must be in [0, 1)")
+    vgg_descriptor = getattr(arch_config, "descriptor", None) == "vgg19"
+    if vgg_descriptor and not cfg.model.descriptor_weights:
+        problems.append("model.config.descriptor = 'vgg19' needs model.descriptor_weights (a "
+                        "safetensors file of VGG19 weights; nothing is downloaded)")
+    if cfg.model.descriptor_weights and not vgg_descriptor:
+        problems.append("model.descriptor_weights applies to descriptor = 'vgg19' only")
     if cfg.loss.critic_steps < 1:
         problems.append("loss.critic_steps must be >= 1")
     if cfg.loss.gan != "none" or cfg.loss.disc_config:

@@ -250,6 +250,16 @@ class _Log:
             self.handle.close()
 
 
+def _load_descriptor(model: nn.Module, path: str) -> None:
+    """Load ``model.descriptor_weights`` into the model; any problem is a ConfigError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        model.load_descriptor(load_file(path))  # type: ignore[operator]
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"model.descriptor_weights {path}: {exc}") from None
+
+
 @dataclass
 class WarmStart:
     """Weights a run starts from (``run.init``) and the lineage they carry."""
@@ -409,6 +419,8 @@ def _fit(
     seed, total = cfg.run.seed, cfg.run.steps
     torch.manual_seed(seed), np.random.seed(seed % 2**32), random.seed(seed)
     model = archs.build(cfg.model.arch, cfg.model.config)
+    if cfg.model.descriptor_weights:  # a frozen matching descriptor (ref_deblur's VGG19)
+        _load_descriptor(model, cfg.model.descriptor_weights)
     info = ModelInfo.for_model(cfg.model.arch, model)
     if info.inputs == 2 and not (cfg.data.kind in ("frames", "synthetic") and cfg.data.reference):
         raise ConfigError(
