@@ -161,6 +161,23 @@ def test_odd_sizes_run_through_the_restorer_and_start_as_the_identity(
         restorer(x)
 
 
+def test_tiles_of_the_photo_each_match_against_the_whole_reference() -> None:
+    torch.manual_seed(0)
+    model = RefDeblur(RefDeblurConfig(**TINY)).eval()
+    with torch.no_grad():
+        model.tail.weight.normal_(0, 0.05)
+    seen: list[tuple[int, ...]] = []
+    model.ref_encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    restorer = Restorer(model, ModelInfo.for_model("ref_deblur", model),
+                        device=torch.device("cpu"), dtype=torch.float32)
+    x, ref = _smooth(96, 120), _smooth(50, 70, seed=9)
+    tiled = restorer(x, ref, tile=64, overlap=32)
+    assert restorer.last_run.tile == 64 and len(seen) > 1
+    assert all(shape[-2:] == (52, 72) for shape in seen)  # the whole reference, padded to ×4
+    whole = restorer(x, ref, tile=None)
+    assert tiled.shape == whole.shape and (tiled - whole).abs().mean() < 0.05
+
+
 def test_config_and_inputs_survive_a_checkpoint(tmp_path: Path) -> None:
     for reference in (True, False):
         model = RefDeblur(RefDeblurConfig(**TINY, reference=reference))
