@@ -175,7 +175,7 @@ def test_tiles_of_the_photo_each_match_against_the_whole_reference() -> None:
     assert restorer.last_run.tile == 64 and len(seen) > 1
     assert all(shape[-2:] == (52, 72) for shape in seen)  # the whole reference, padded to ×4
     whole = restorer(x, ref, tile=None)
-    assert tiled.shape == whole.shape and (tiled - whole).abs().mean() < 0.05
+    assert tiled.shape == whole.shape and (tiled - whole).abs().mean() < 0.01  # measured 1e-4
 
 
 def test_config_and_inputs_survive_a_checkpoint(tmp_path: Path) -> None:
