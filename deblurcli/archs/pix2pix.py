@@ -17,8 +17,9 @@ The generator of the authors' code [C], with every switch of the paper's Pix2Pix
 - **Global residual** (``global_residual``): ``(tanh(d1) + x) / 2`` in the code's [−1, 1] scale;
   inputs and outputs here are [0, 1] (mapped on the way in and out).
 - **Self-attention memory**: exact global attention in query chunks up to ``attention_window²``
-  positions per map, exact within windows above that (:mod:`deblurcli.archs._gan_blocks`). At
-  training crops (≤ 256²) every map is attended globally; large photos come in engine tiles.
+  positions per map, exact within windows above that (:mod:`deblurcli.archs._gan_blocks`). Each
+  preset's window is the largest map of its training crops (``paper`` 64 for 256², ``cpu`` 32 for
+  128²), so training attends globally and inference never over more positions than trained.
 
 Presets (:data:`PRESETS`; parameters exact; GMAC per megapixel of input at inference, counted
 by ``torch.utils.flop_counter`` on 256² — the attention share grows with the map up to
