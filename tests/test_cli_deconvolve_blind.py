@@ -66,7 +66,9 @@ def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, monkeypatch: pytest.M
                            capsys)
     assert code == 0
     assert calls[0]["method"] == "dip" and calls[0]["preset"] == "paper"
-    assert calls[0]["kernel_size"] == (27, 27)  # Levin kernel 4, from the file name
+    # No benchmark file-name rules in the product: the paper preset's size is its 21 default
+    # (the fast preset estimates it, see test_fast_preset_size_is_estimated).
+    assert calls[0]["kernel_size"] == (21, 21)
     assert calls[0]["seed"] == 7 and calls[0]["iters"] == 12 and calls[0]["prefit"] == 3
     assert calls[0]["restarts"] == 2
     assert out.exists()
@@ -76,6 +78,16 @@ def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, monkeypatch: pytest.M
     item = document["items"][0]
     assert document["method"] == "dip" and item["status"] == "ok"
     assert item["details"]["kernel"] == str(txt)
+
+
+def test_fast_preset_size_is_estimated(app: Any, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(blind, "deconvolve_blind", _fake(calls))
+    src = _image(tmp_path / "im2_kernel4_img.png")
+    code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "o.png")], capsys)
+    assert code == 0 and calls[0]["kernel_size"] is None
 
 
 def test_explicit_kernel_size_and_kernel_out(app: Any, tmp_path: Path,

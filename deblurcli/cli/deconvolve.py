@@ -30,7 +30,8 @@ def deconvolve(
     weight: Annotated[
         Optional[float],
         typer.Option(min=0.0, metavar="X", help="Regularisation: hyperlaplacian prior weight "
-                     "(default 1.25e-4) or wiener balance (default 8e-3); larger is smoother."),
+                     "(default: 3.5·σ² from each photo's estimated noise σ, within 1e-4…1e-2) "
+                     "or wiener balance (default 8e-3); larger is smoother."),
     ] = None,
     alpha: Annotated[
         Optional[float], typer.Option(min=0.0, max=1.0, metavar="X",
@@ -113,12 +114,22 @@ def deconvolve(
     torch_device = resolve_device(device)
     kernel_tensor = torch.from_numpy(k)
 
+    adaptive = method == "hyperlaplacian" and "weight" not in params
+
     def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
         start = time.perf_counter()
+        solve = dict(params)
+        details: dict[str, Any] = {}
+        if adaptive:  # the prior weight follows this photo's noise
+            from deblurcli.noise import estimate_noise_sigma
+
+            sigma = estimate_noise_sigma(image.pixels)
+            solve["weight"] = deconv.noise_weight(sigma)
+            details = {"noise_sigma": round(sigma, 5), "weight": solve["weight"]}
         y = deconv.deconvolve(image.to_tensor().to(torch_device), kernel_tensor, method=method,
-                              **params)
-        seconds = time.perf_counter() - start
-        return ItemResult(image.with_tensor(y), details={"solve_seconds": round(seconds, 3)})
+                              **solve)
+        details["solve_seconds"] = round(time.perf_counter() - start, 3)
+        return ItemResult(image.with_tensor(y), details=details)
 
     info(f"{method}, kernel {k.shape[0]}×{k.shape[1]} on {torch_device}", quiet=quiet)
     header = {"method": method, "params": params, "kernel": str(kernel),

@@ -17,8 +17,8 @@ PRESET_HELP = (
     "paper: the published networks and 5,000-step schedule (hours per image on a CPU)."
 )
 SIZE_HELP = (
-    "Kernel size N or HxW (odd). Default: from a Levin09/Lai file name, else 31 (fast) / 21 "
-    "(paper). Choose a bit larger than the blur."
+    "Kernel size N or HxW (odd), a bit larger than the blur. Default: fast estimates it from "
+    "the photo (blur extent measured on coarse levels, up to about 61 px; printed); paper: 21."
 )
 
 
@@ -35,8 +35,10 @@ def deconvolve_blind(
         "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
     restarts: Annotated[int, typer.Option(min=0, help=(
-        "On a degenerate result (near-delta kernel, black image) run again with the next seed, "
-        "up to this many times."))] = 0,
+        "On a degenerate result (near-delta or shrunk kernel, output no sharper than the input, "
+        "black image) run again with the next seed and, in the fast preset, the next most "
+        "informative crop, up to this many times. A fast run that stays degenerate returns the "
+        "photo unchanged, with a warning."))] = 0,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
@@ -61,12 +63,16 @@ def deconvolve_blind(
 ) -> None:
     """Blind deconvolution: recover the sharp photo and its camera-shake kernel.
 
-    Kernels are saved centred, summing to 1, at the size asked for (--kernel-size), in
-    true-convolution orientation (--kernel-convention correlate writes them rotated by 180°).
+    The fast preset estimates the photo's noise and the blur's size itself; when it finds no
+    reliable kernel it says so and returns the photo unchanged rather than making it worse.
+    Kernels are saved centred, summing to 1, in true-convolution orientation
+    (--kernel-convention correlate writes them rotated by 180°).
 
     Examples:
 
-      deblurcli deconvolve-blind shake.jpg -o sharp.png --kernel-size 31
+      deblurcli deconvolve-blind shake.jpg -o sharp.png
+
+      deblurcli deconvolve-blind shake.jpg -o sharp.png --kernel-size 51 --restarts 2
 
       deblurcli deconvolve-blind im1_kernel1_img.png -o out/ --preset paper --method dip
 
@@ -113,8 +119,9 @@ def deconvolve_blind(
                    console=err_console, disable=not show, transient=True)
 
     def process(job: Any, image: Any, _tiles: Any) -> ItemResult:
-        ksize, why = (size, "--kernel-size") if size else default_kernel_size(image.source, preset)
-        info(f"{image.source}: kernel {ksize[0]}x{ksize[1]} ({why})", quiet=quiet)
+        ksize, why = (size, "--kernel-size") if size else default_kernel_size(preset)
+        if ksize is not None:
+            info(f"{image.source}: kernel {ksize[0]}x{ksize[1]} ({why})", quiet=quiet)
         task = bar.add_task(str(getattr(image.source, "name", "image")), total=None, loss="")
 
         def on_progress(done: int, total: int, loss: float, phase: str) -> None:
@@ -131,7 +138,9 @@ def deconvolve_blind(
             bar.remove_task(task)
         png, exact = job.extras["kernel_png"], job.extras["kernel"]
         written = opt.orient_kernel(out.kernel, kernel_convention)
-        info(f"{image.source}: kernel {written.shape[0]}x{written.shape[1]} → {exact}",
+        probe = out.details.get("size_probe") or {}
+        how = f" (blur extent ~{probe['extent']:.0f} px measured)" if "extent" in probe else ""
+        info(f"{image.source}: kernel {written.shape[0]}x{written.shape[1]}{how} → {exact}",
              quiet=quiet)
         for message in out.details.get("warnings", []):
             warn(f"{image.source}: {message}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,11 +40,10 @@ PRESETS: tuple[str, ...] = ("fast", "paper")
 published networks and schedules (hours per image on a CPU)."""
 
 LEVIN_SIZES = (17, 15, 13, 27, 11, 19, 21, 21)
-"""SelfDeblur's kernel sizes for the Levin09 kernels 1–8."""
-LAI_SIZES = (31, 51, 55, 75)
-"""Kernel sizes of the Lai et al. synthetic kernels 01–04 (both reference repositories)."""
-DEFAULT_SIZE = {"fast": 31, "paper": 21}
-"""Size used when neither ``--kernel-size`` nor a dataset file name says otherwise."""
+"""SelfDeblur's kernel sizes for the Levin09 kernels 1–8 (benchmark knowledge: ``bench`` and
+``scripts/`` use it to give the published method its published sizes; the product does not)."""
+PAPER_SIZE = 21
+"""Kernel size of the paper preset when none is given (the published scripts' fallback)."""
 
 Progress = Callable[[int, int, float, str], None]
 """``(steps done, steps planned, current loss, phase)``."""
@@ -79,24 +77,16 @@ def parse_kernel_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def default_kernel_size(path: str | Path | None, preset: str) -> tuple[tuple[int, int], str]:
+def default_kernel_size(preset: str) -> tuple[tuple[int, int] | None, str]:
     """The kernel size when ``--kernel-size`` is omitted, and the reason (for the user).
 
-    Rule: a Levin09 file name (``im<i>_kernel<j>_img``) gives SelfDeblur's size for kernel j; a
-    Lai file name with ``kernel_0<j>`` gives 31/51/55/75; anything else gets 31 (fast) or 21
-    (paper, the published scripts' fallback).
+    ``fast``: None — estimated from the photo (:func:`deblurcli.optim.fast.probe_kernel_size`);
+    ``paper``: :data:`PAPER_SIZE`, the published scripts' fallback (the published method has no
+    size estimate, and at hours per image a probe is not the bottleneck).
     """
-    name = Path(path).name.lower() if path is not None else ""
-    levin = re.search(r"im\d+_kernel([1-8])_img", name)
-    if levin:
-        n = LEVIN_SIZES[int(levin.group(1)) - 1]
-        return (n, n), f"Levin09 kernel {levin.group(1)} file name"
-    lai = re.search(r"kernel_?0([1-4])", name)
-    if lai:
-        n = LAI_SIZES[int(lai.group(1)) - 1]
-        return (n, n), f"Lai kernel_0{lai.group(1)} file name"
-    n = DEFAULT_SIZE[preset]
-    return (n, n), f"default for --preset {preset}"
+    if preset == "fast":
+        return None, "estimated from the photo"
+    return (PAPER_SIZE, PAPER_SIZE), f"default for --preset {preset}"
 
 
 def parse_overrides(preset: str, items: list[str] | None) -> dict[str, Any]:
@@ -144,7 +134,7 @@ def deconvolve_blind(
     *,
     method: str = "vdip-sparse",
     preset: str = "fast",
-    kernel_size: tuple[int, int] = (31, 31),
+    kernel_size: tuple[int, int] | None = None,
     iters: int | None = None,
     seed: int = 0,
     restarts: int = 0,
@@ -158,13 +148,16 @@ def deconvolve_blind(
         pixels: Blurry photo, ``H×W×C`` float in [0, 1], C = 1 or 3.
         method: One of :data:`deblurcli.optim.vdip.METHODS`.
         preset: ``fast`` or ``paper``.
-        kernel_size: ``(h, w)``, odd.
+        kernel_size: ``(h, w)``, odd; None: estimated from the photo (fast preset) or
+            :data:`PAPER_SIZE` (paper preset).
         iters: ``paper``: main steps (default 5000); ``fast``: sweeps (pixel model) or steps
             (generator model) per pyramid level.
         seed: Seeds every random draw; CPU runs are bit-reproducible.
-        restarts: When a run ends in a degenerate solution (near-delta kernel or collapsed
-            image, ``specs/vdip.md`` §10.5), run again with the next seed, at most this many
-            times; the first clean run is returned, else the last one.
+        restarts: When a run ends in a degenerate solution (near-delta or shrunk kernel, an
+            output no sharper than the input, a collapsed image; ``specs/vdip.md`` §10.5), run
+            again with the next seed (the fast preset also moves to the next most informative
+            crop), at most this many times; the first clean run is returned, else the last
+            one — whose image, in the fast preset, is the unchanged input.
         device: ``auto``, ``cpu``, ``cuda``, ... or a torch device.
         on_progress: ``(done, total, loss, phase)`` after every step.
         **overrides: Fields of :class:`~deblurcli.optim.vdip.VDIPConfig` (paper) or
@@ -187,11 +180,13 @@ def deconvolve_blind(
     if restarts < 0:
         raise BlindDeconvolutionError("restarts must be >= 0")
     pixels = np.asarray(pixels, dtype=np.float32)
+    if kernel_size is None and preset == "paper":
+        kernel_size = (PAPER_SIZE, PAPER_SIZE)
     attempt = _fast_attempt if preset == "fast" else _paper_attempt
     earlier: list[str] = []  # what the discarded runs ended with
     for n in range(restarts + 1):
         out = attempt(pixels, method, kernel_size, iters, seed + n, device, on_progress,
-                      overrides)
+                      overrides, n)
         out.details["attempts"] = n + 1
         out.details["warnings"] = earlier + out.details["warnings"]
         if not out.details["collapse"] or n == restarts:
@@ -202,9 +197,10 @@ def deconvolve_blind(
     raise AssertionError("unreachable")
 
 
-def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int],
+def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] | None,
                   iters: int | None, seed: int, device: str | torch.device,
-                  on_progress: Progress | None, overrides: dict[str, Any]) -> BlindOutput:
+                  on_progress: Progress | None, overrides: dict[str, Any],
+                  attempt: int = 0) -> BlindOutput:
     cfg = FastConfig(method=method, kernel_size=kernel_size, **overrides)
     if iters is not None:
         cfg = replace(cfg, **({"outer": iters} if cfg.resolved_image_model == "pixels"
@@ -221,18 +217,26 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int],
             on_progress(done[0], planned[0] + remaining, info.loss,
                         f"level {info.level + 1}/{info.levels}")
 
-    result = fast_fit(pixels, cfg, on_step=on_level, seed=seed, device=device)
+    result = fast_fit(pixels, cfg, on_step=on_level, seed=seed, device=device, attempt=attempt)
+    assert result.kernel_size is not None
     details = {"method": method, "preset": "fast", "seed": seed,
-               "kernel_size": list(kernel_size), "image_model": cfg.resolved_image_model,
+               "kernel_size": list(result.kernel_size),
+               "kernel_size_from": "given" if kernel_size else "estimated",
+               "size_probe": result.size_probe, "noise_sigma": round(result.noise_sigma or 0, 5),
+               "prefilter": round(result.prefilter, 3), "nonblind_weight": result.weight,
+               "sharpening": round(result.sharpening, 3), "fallback": bool(result.collapse),
+               "image_model": cfg.resolved_image_model,
                "levels": result.levels, "crop_box": list(result.crop_box),
                "kernel_shape": list(result.kernel.shape), "seconds": round(result.seconds, 3),
                "warnings": list(result.warnings), "collapse": list(result.collapse)}
     return BlindOutput(result.image, result.kernel, details)
 
 
-def _paper_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int],
+def _paper_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] | None,
                    iters: int | None, seed: int, device: str | torch.device,
-                   on_progress: Progress | None, overrides: dict[str, Any]) -> BlindOutput:
+                   on_progress: Progress | None, overrides: dict[str, Any],
+                   attempt: int = 0) -> BlindOutput:
+    assert kernel_size is not None
     cfg = paper_config(method, kernel_size, **overrides)
     if iters is not None:
         cfg = replace(cfg, iters=iters)
@@ -273,8 +277,9 @@ def bench_runner(method: str, params: dict[str, Any], device: torch.device
     The given (ground-truth) kernel is used **only for its size**, as the published scripts
     hard-code per-dataset sizes: Levin09 sides map to SelfDeblur's table (≈ ground truth − 2),
     other kernels keep their size. ``params`` may set the blind options of the method table
-    (``preset``, ``kernel_size`` (overrides the rule), ``iterations``, ``seed``, ``restarts``)
-    and any field of the preset's config.
+    (``preset``, ``kernel_size`` (overrides the rule; ``auto`` estimates it from the photo as
+    the product does), ``iterations``, ``seed``, ``restarts``) and any field of the preset's
+    config.
 
     Raises:
         BlindDeconvolutionError: unknown method, preset or parameter.
@@ -303,18 +308,22 @@ def bench_runner(method: str, params: dict[str, Any], device: torch.device
         known = ", ".join([*TABLE[method].param_map, *sorted(settable)])
         raise BlindDeconvolutionError(
             f"{method} does not take {', '.join(unknown)}; it takes {known}")
+    auto = str(fixed).lower() == "auto"
     try:
-        size_rule = None if fixed is None else parse_kernel_size(str(fixed))
+        size_rule = None if fixed is None or auto else parse_kernel_size(str(fixed))
     except UsageError as exc:
         raise BlindDeconvolutionError(str(exc)) from None
 
     def run(x: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
-        if size_rule is not None:
+        size: tuple[int, ...] | None
+        if auto:
+            size = default_kernel_size(preset)[0]
+        elif size_rule is not None:
             size = size_rule
         elif kernel is not None:
             size = tuple(_LEVIN_GT_TO_PRESET.get(s, s + (s % 2 == 0)) for s in kernel.shape)
         else:
-            size = (DEFAULT_SIZE[preset],) * 2
+            size = default_kernel_size(preset)[0]
         pixels = tensor_to_hwc(x.float())
         with torch.enable_grad():  # bench runs methods under no_grad; these loops need autograd
             out = deconvolve_blind(pixels, method=method, preset=preset,

@@ -1,0 +1,106 @@
+"""Blind deconvolution on noisy photos: noise estimate, automatic kernel size, honest failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deblurcli.deconv import NOISE_WEIGHT_RANGE, noise_weight
+from deblurcli.degrade import convolve
+from deblurcli.io import read_image
+from deblurcli.kernels import motion_kernel
+from deblurcli.noise import estimate_noise_sigma
+from deblurcli.optim.fast import (
+    FastConfig,
+    degenerate,
+    fast_fit,
+    informative_crop,
+    kernel_extent,
+    probe_kernel_size,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXAMPLE = "examples/gopro_sharp.png"
+
+
+def _photo() -> np.ndarray:
+    return read_image(EXAMPLE).pixels[..., :3].astype(np.float64)
+
+
+def _line(length: int, size: int, angle: float = 0.3) -> np.ndarray:
+    """A straight streak of ``length`` px (extent) on a ``size`` canvas, sum 1."""
+    k = np.zeros((size, size))
+    c = size // 2
+    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 8 * length):
+        k[int(round(c + t * np.sin(angle))), int(round(c + t * np.cos(angle)))] += 1
+    return k / k.sum()
+
+
+@pytest.mark.parametrize("sigma", [0.002, 0.005, 0.01, 0.02, 0.03])
+def test_noise_estimate_within_20_percent(sigma: float) -> None:
+    rng = np.random.default_rng(0)
+    blurred = convolve(_photo(), motion_kernel(21, rng=rng), boundary="reflect")
+    noisy = blurred + rng.normal(0.0, sigma, blurred.shape)
+    assert estimate_noise_sigma(noisy) == pytest.approx(sigma, rel=0.2)
+
+
+def test_noise_estimate_rejects_tiny_images() -> None:
+    with pytest.raises(ValueError):
+        estimate_noise_sigma(np.zeros((2, 5)))
+
+
+def test_noise_weight_grows_with_noise_and_is_bounded() -> None:
+    weights = [noise_weight(s) for s in (0.0, 0.002, 0.01, 0.03, 1.0)]
+    assert weights == sorted(weights)
+    assert weights[0] == NOISE_WEIGHT_RANGE[0] and weights[-1] == NOISE_WEIGHT_RANGE[1]
+    assert noise_weight(0.01) == pytest.approx(3.5e-4)
+
+
+@pytest.mark.parametrize("length", [15, 31])
+def test_kernel_size_probe_measures_the_blur_extent(length: int) -> None:
+    rng = np.random.default_rng(1)
+    photo = _photo()
+    blurred = convolve(photo, _line(length, 41), boundary="reflect")
+    blurred = np.clip(blurred + rng.normal(0, 0.002, blurred.shape), 0, 1).astype(np.float32)
+    luma = blurred @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    (size, _), probe = probe_kernel_size(luma, FastConfig(), noise=0.002)
+    assert probe["extent"] == pytest.approx(length, rel=0.25)
+    assert size >= length  # the chosen canvas holds the blur
+
+
+def test_kernel_extent_ignores_faint_haze() -> None:
+    k = np.full((31, 31), 1e-4)
+    k[15, 5:26] = 1.0
+    assert kernel_extent(k / k.sum()) == 21
+
+
+def test_degenerate_results_are_flagged() -> None:
+    delta = torch.zeros(15, 15)
+    delta[7, 7] = 1.0
+    assert "delta-kernel" in degenerate(delta, {}, 2.0)[0]
+    blob = torch.zeros(31, 31)
+    blob[14:17, 14:17] = 1 / 9
+    assert "shrunk-kernel" in degenerate(blob, {"extent": 25.0}, 2.0)[0]
+    line = torch.from_numpy(_line(21, 31)).float()
+    assert degenerate(line, {"extent": 21.0}, 1.02)[0] == ("not-sharper",)
+    assert degenerate(line, {"extent": 21.0}, 1.6) == ((), "")
+
+
+def test_a_sharp_photo_is_returned_unchanged_and_flagged() -> None:
+    rng = np.random.default_rng(2)
+    blocks = np.kron(rng.random((10, 10, 3)), np.ones((16, 16, 1)))  # crisp edges, no blur
+    photo = np.clip(blocks + rng.normal(0, 0.003, blocks.shape), 0, 1).astype(np.float32)
+    result = fast_fit(photo, FastConfig(kernel_size=(9, 9), outer=4, cg=6))
+    assert result.collapse
+    assert np.array_equal(result.image, photo)
+    assert any("returned unchanged" in w for w in result.warnings)
+
+
+def test_informative_crop_ranks_give_other_windows() -> None:
+    luma = np.random.default_rng(0).random((200, 400)).astype(np.float32)
+    first = informative_crop(luma, 150, rank=0)
+    second = informative_crop(luma, 150, rank=1)
+    overlap = max(0, 150 - abs(first[0] - second[0])) * max(0, 150 - abs(first[1] - second[1]))
+    assert overlap <= 0.5 * 150 * 150 and second[2:] == (150, 150)
