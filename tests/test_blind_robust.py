@@ -104,3 +104,12 @@ def test_informative_crop_ranks_give_other_windows() -> None:
     second = informative_crop(luma, 150, rank=1)
     overlap = max(0, 150 - abs(first[0] - second[0])) * max(0, 150 - abs(first[1] - second[1]))
     assert overlap <= 0.5 * 150 * 150 and second[2:] == (150, 150)
+
+
+def test_result_does_not_depend_on_memory_layout() -> None:
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:128, :128], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    view = np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0)  # CHW memory
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1)
+    assert np.array_equal(fast_fit(photo, cfg).kernel, fast_fit(view, cfg).kernel)

@@ -598,7 +598,9 @@ def fast_fit(
 
     started = time.perf_counter()
     dev = resolve_device(device) if isinstance(device, str) else device
-    pixels = np.asarray(pixels, dtype=np.float32)
+    # C order, so that the result does not depend on the caller's memory layout: the estimate is
+    # sensitive enough that a last-bit luma difference (a transposed view) changed it.
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
         raise BlindDeconvolutionError(f"pixels must be H×W×1 or H×W×3, got {pixels.shape}")
     from deblurcli.noise import estimate_noise_sigma
