@@ -30,7 +30,7 @@ def deconvolve(
     weight: Annotated[
         Optional[float],
         typer.Option(min=0.0, metavar="X", help="Regularisation: hyperlaplacian prior weight "
-                     "(default: 3.5·σ² from each photo's estimated noise σ, within 1e-4…1e-2) "
+                     "(default: 3.5·σ² from each photo's estimated noise σ, between 1e-4 and 1e-2) "
                      "or wiener balance (default 8e-3); larger is smoother."),
     ] = None,
     alpha: Annotated[
