@@ -153,8 +153,8 @@ class FastConfig:
     fixed_beta_above: float = 0.002
     """Hold the noise precision at 1/σ² of the (prefiltered, downscaled) level, from the noise
     estimate, instead of re-estimating it from the misfit each sweep, when the photo's luma
-    noise exceeds this (0: always, 1: never). Clean photos keep the estimated precision and no
-    prefilter: on Levin09 (σ ≈ 0.001) holding it cost 0.3 dB."""
+    noise exceeds this (0: always, 1: never). Clean photos keep the old estimate (estimated
+    precision, no prefilter); on Levin09 (σ ≈ 0.001) both gave the same, 30.82 and 30.87 dB."""
     estimation_threads: int | None = 1
     """CPU intra-op threads while estimating the kernel (None: leave torch's setting). The
     crop-sized FFTs gain nothing from a second thread, and on a busy 2-core machine two threads
