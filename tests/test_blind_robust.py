@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from deblurcli.deconv import NOISE_WEIGHT_RANGE, noise_weight
-from deblurcli.degrade import convolve
+from deblurcli.degrade import _line_kernel, convolve
 from deblurcli.io import read_image
 from deblurcli.kernels import motion_kernel
 from deblurcli.noise import estimate_noise_sigma
 from deblurcli.optim.fast import (
+    LUMA_WEIGHTS,
     FastConfig,
     degenerate,
     fast_fit,
@@ -30,12 +31,9 @@ def _photo() -> np.ndarray:
 
 
 def _line(length: int, size: int, angle: float = 0.3) -> np.ndarray:
-    """A straight streak of ``length`` px (extent) on a ``size`` canvas, sum 1."""
-    k = np.zeros((size, size))
-    c = size // 2
-    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 8 * length):
-        k[int(round(c + t * np.sin(angle))), int(round(c + t * np.cos(angle)))] += 1
-    return k / k.sum()
+    """A straight streak of ``length`` px on a ``size`` canvas, sum 1 (the degradation
+    pipeline's moving-object kernel)."""
+    return _line_kernel(length, angle, size)
 
 
 @pytest.mark.parametrize("sigma", [0.002, 0.005, 0.01, 0.02, 0.03])
@@ -64,7 +62,7 @@ def test_kernel_size_probe_measures_the_blur_extent(length: int) -> None:
     photo = _photo()
     blurred = convolve(photo, _line(length, 41), boundary="reflect")
     blurred = np.clip(blurred + rng.normal(0, 0.002, blurred.shape), 0, 1).astype(np.float32)
-    luma = blurred @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luma = blurred @ LUMA_WEIGHTS
     (size, _), probe = probe_kernel_size(luma, FastConfig(), noise=0.002)
     assert probe["extent"] == pytest.approx(length, rel=0.25)
     assert size >= length  # the chosen canvas holds the blur

@@ -336,10 +336,15 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
                           "extent": round(extent, 1), "size": size}
 
 
+_BT601 = (0.299, 0.587, 0.114)
+LUMA_WEIGHTS = np.array(_BT601, dtype=np.float32)
+"""BT.601 luma weights of R, G, B (the kernel is estimated on luma)."""
+
+
 def _luma(pixels: np.ndarray) -> np.ndarray:
     if pixels.shape[2] == 1:
         return pixels[..., 0]
-    return pixels[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return pixels[..., :3] @ LUMA_WEIGHTS
 
 
 def informative_crop(luma: np.ndarray, size: int, *, margin: int = 0,
@@ -770,7 +775,7 @@ def degenerate(kernel: Tensor, size_probe: dict[str, object], sharpening: float,
     return tuple(found), "; ".join(notes)
 
 
-LUMA_NOISE_GAIN = math.sqrt(0.299**2 + 0.587**2 + 0.114**2)
+LUMA_NOISE_GAIN = math.sqrt(sum(w * w for w in _BT601))
 """Noise std of BT.601 luma relative to i.i.d. noise of the same std on R, G and B."""
 
 
