@@ -3,6 +3,14 @@
 A three-level encoder–decoder of residual conv blocks with additive skips and a global residual
 (the network predicts ``sharp - blurry``). The last convolution starts at zero, so an untrained
 model is exactly the identity and training starts from "return the input".
+
+With ``multi_scale`` (after MIMO-UNet, Cho et al. 2021) the average-pooled blurry image also
+enters every coarser encoder level, and every coarser decoder level predicts the sharp image at
+its own scale. Those coarse predictions exist for training only (the loss term
+``coarse_scales``): at 1/4 scale a 40-px shake is a 10-px blur, which a small network learns to
+remove quickly, and that supervision reaches the coarse levels directly. Inference returns the
+full-resolution output alone. The added convolutions start at zero, so a plain checkpoint grown
+into a multi-scale one (``run.init_grow``) computes exactly what it did before.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import itertools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deblurcli.archs._registry import ArchDefaults, ArchSpec
@@ -28,6 +37,9 @@ class ResidualUNetConfig:
     """Number of 2× downsamplings; inputs must be multiples of ``2**levels``."""
     blocks_per_level: int = 2
     """Residual blocks in each encoder and decoder stage."""
+    multi_scale: bool = False
+    """Feed the pooled input to every coarser encoder level and predict the sharp image at every
+    coarser decoder level (supervised in training by ``loss.coarse_scales``)."""
 
 
 class ResidualBlock(nn.Module):
@@ -74,6 +86,19 @@ class ResidualUNet(nn.Module):
         self.tail = nn.Conv2d(widths[0], config.in_channels, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+        self.scale_inputs = nn.ModuleList()
+        self.scale_outputs = nn.ModuleList()
+        if config.multi_scale:  # levels 1 .. L take the pooled image; 1 .. L-1 predict
+            self.scale_inputs.extend(
+                nn.Conv2d(config.in_channels, w, 3, padding=1) for w in widths[1:]
+            )
+            self.scale_outputs.extend(
+                nn.Conv2d(w, config.in_channels, 3, padding=1) for w in widths[1:-1]
+            )
+            for conv in [*self.scale_inputs, *self.scale_outputs]:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+        self._coarse: list[Tensor] = []
 
     @property
     def size_multiple(self) -> int:
@@ -81,18 +106,47 @@ class ResidualUNet(nn.Module):
         return 2**self.config.levels
 
     def forward(self, x: Tensor) -> Tensor:
+        """Deblur ``x`` (N, C, H, W) → (N, C, H, W); in training mode with ``multi_scale`` the
+        coarse predictions are kept for :meth:`training_terms`."""
+        pooled = [x]  # pooled[l]: the input at scale 1/2**l
+        for _ in self.scale_inputs:
+            pooled.append(F.avg_pool2d(pooled[-1], 2))
         features = self.head(x)
         skips = []
-        for encoder, down in zip(self.encoders, self.downs, strict=False):
+        for level, (encoder, down) in enumerate(zip(self.encoders, self.downs, strict=True)):
             features = encoder(features)
             skips.append(features)
             features = down(features)
+            if self.scale_inputs:
+                features = features + self.scale_inputs[level](pooled[level + 1])
         features = self.bottleneck(features)
-        for up, decoder, skip in zip(
-            reversed(self.ups), reversed(self.decoders), reversed(skips), strict=False
-        ):
-            features = decoder(up(features) + skip)
+        coarse = []
+        for level in reversed(range(len(self.decoders))):
+            features = self.decoders[level](self.ups[level](features) + skips[level])
+            if level and self.scale_outputs and self.training:
+                coarse.append(pooled[level] + self.scale_outputs[level - 1](features))
+        self._coarse = coarse
         return x + self.tail(features)
+
+    def training_terms(self, sharp: Tensor) -> dict[str, Tensor]:
+        """Training hook, called by the loop after ``forward(blurry)`` with the sharp target.
+
+        Returns ``coarse_scales``: the mean over the coarser decoder levels of the L1 distance
+        between the level's prediction and ``sharp`` average-pooled to that scale (nothing for a
+        model without ``multi_scale``).
+
+        Shape:
+            - sharp: the shape of the last ``forward`` input.
+        """
+        coarse, self._coarse = self._coarse, []
+        if not coarse:
+            return {}
+        distances = []
+        target = sharp
+        for prediction in reversed(coarse):  # finest (1/2) first
+            target = F.avg_pool2d(target, 2)
+            distances.append((prediction.float() - target.float()).abs().mean())
+        return {"coarse_scales": torch.stack(distances).mean()}
 
 
 SPEC = ArchSpec(

@@ -54,6 +54,10 @@ class RunConfig:
     init: str = ""
     """Warm start: ``NAME@TAG``, a run folder or a ``.safetensors`` file whose weights (and EMA)
     start this run; its sha256 and cumulative steps/hours become the run's lineage."""
+    init_grow: bool = False
+    """Let ``init`` come from the same architecture with another config (e.g. a plain U-net
+    grown into ``multi_scale``): tensors of equal name and shape are loaded, tensors the run's
+    model adds keep their initialisation; any other mismatch is an error."""
     log_every: int = 10
     """Steps between JSONL log lines (the training loss is averaged over them)."""
     val_every: int = 200
@@ -207,6 +211,9 @@ class LossConfig:
     latent_guidance: float = 0.0
     """Latent matching returned by a model's ``training_terms(sharp)`` hook (UML-IN: the sharp
     branch guides the blur branch level by level, ``Σ_l mean (z^B_l − z^S_l)²``)."""
+    coarse_scales: float = 0.0
+    """L1 of a multi-scale model's coarse predictions against the pooled sharp image, returned
+    by its ``training_terms(sharp)`` hook (``residual_unet`` with ``multi_scale``)."""
     perceptual: float = 0.0
     perceptual_weights: str = ""
     """safetensors file of the feature network; without it the term is skipped with a warning."""

@@ -99,6 +99,7 @@ def pixel_objective(cfg: TrainConfig) -> losses.PixelObjective:
         fft=lc.fft,
         latent_l1=lc.latent_l1,
         latent_guidance=lc.latent_guidance,
+        coarse_scales=lc.coarse_scales,
         perceptual=lc.perceptual,
         perceptual_weights=lc.perceptual_weights,
         perceptual_fallback=lc.perceptual_fallback,
@@ -326,11 +327,42 @@ def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
             ),
         }
     wanted = archs.config_of(archs.build(cfg.model.arch, cfg.model.config))
-    if arch != cfg.model.arch or config != wanted:
+    if arch != cfg.model.arch or (config != wanted and not cfg.run.init_grow):
         raise ConfigError(
             f"run.init: {ref} is {arch} {config}, the run trains {cfg.model.arch} {wanted}"
+            + ("" if arch != cfg.model.arch else " (run.init_grow=true loads what matches)")
         )
+    if config != wanted:
+        lineage["grown_from"] = config
     return WarmStart(weights, ema, lineage)
+
+
+def load_grown(
+    model: nn.Module, weights: dict[str, torch.Tensor], *, allow_new: bool
+) -> list[str]:
+    """Load a warm start into the model; with ``allow_new`` (``run.init_grow``) the model may
+    hold tensors the warm start lacks.
+
+    Returns:
+        The names of the model's tensors the warm start did not hold (they keep their
+        initialisation).
+
+    Raises:
+        ConfigError: the warm start holds a tensor the model lacks or one of another shape, or
+            (without ``allow_new``) lacks one of the model's.
+    """
+    own = model.state_dict()
+    foreign = sorted(k for k in weights if k not in own)
+    reshaped = sorted(k for k in weights if k in own and weights[k].shape != own[k].shape)
+    added = sorted(k for k in own if k not in weights)
+    if foreign or reshaped or (added and not allow_new):
+        raise ConfigError(
+            "run.init_grow: the warm start does not fit the model "
+            f"(unknown tensors: {foreign[:3]}, other shapes: {reshaped[:3]}, "
+            f"missing: {added[:3]})"
+        )
+    model.load_state_dict(weights, strict=False)
+    return added
 
 
 def _parent_lineage(run_json: Path) -> dict[str, Any]:
@@ -455,9 +487,13 @@ def _fit(
     warm = load_warm_start(cfg.run.init, cfg) if cfg.run.init and latest is None else None
     if warm is not None:
         module_state = {k: v.to(device) for k, v in warm.weights.items()}
-        model.load_state_dict(module_state, strict=True)
+        added = load_grown(model, module_state, allow_new=cfg.run.init_grow)
+        if added:
+            logger.info("run.init_grow: %d new tensors keep their initialisation", len(added))
         if warm.ema is not None and cfg.model.ema_decay > 0:
             ema = {k: v.to(device) for k, v in warm.ema.items()}
+            ema.update({k: v.detach().clone() for k, v in model.state_dict().items()
+                        if k in added})
     if latest is not None:
         start, ema, scalars = checkpointing.load_state(
             latest, model=model, optimizers=optimizers, disc=disc

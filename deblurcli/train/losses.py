@@ -360,6 +360,7 @@ class PixelObjective(nn.Module):
         fft: float = 0.0,
         latent_l1: float = 0.0,
         latent_guidance: float = 0.0,
+        coarse_scales: float = 0.0,
         perceptual: float = 0.0,
         perceptual_weights: str = "",
         perceptual_fallback: str = "none",
@@ -384,14 +385,14 @@ class PixelObjective(nn.Module):
             if weight:
                 self.terms[name] = (weight, module)
         self.latent_weight = latent_l1
-        self.model_weights = {"latent_guidance": latent_guidance}
+        self.model_weights = {"latent_guidance": latent_guidance, "coarse_scales": coarse_scales}
         """Weights of the terms a model computes itself (``model.training_terms(sharp)``)."""
         self.perceptual = (
             PerceptualLoss(perceptual_weights, perceptual_layer) if perceptual else None
         )
         if self.perceptual is not None and self.perceptual.net is not None:
             self.terms["perceptual"] = (perceptual, self.perceptual)
-        if not self.terms and not latent_l1 and not latent_guidance:
+        if not self.terms and not latent_l1 and not any(self.model_weights.values()):
             raise ValueError("no loss term has a non-zero weight")
 
     def forward(
