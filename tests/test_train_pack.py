@@ -111,6 +111,26 @@ def test_synthesize_is_seeded_and_quantised() -> None:
     assert abs(float(a.kernel.sum()) - 1.0) < 1e-9
 
 
+def test_srgb_blur_share_blurs_some_pairs_in_stored_values() -> None:
+    from dataclasses import replace
+
+    # a black/white pattern: blurring in linear light brightens it, in sRGB keeps its mean
+    region = (np.indices((60, 60)).sum(0) % 2).astype(np.float32)[..., None].repeat(3, 2)
+    plain = replace(Recipe(kinds=("gaussian",), size_range=(9, 9), noise_range=(0.0, 0.0)),
+                    linear_light=True)
+    mixed = replace(plain, srgb_blur_prob=0.5)
+    pairs = [synthesize(region, np.random.default_rng(seed), mixed, margin=0) for seed in range(12)]
+    flags = [p.details["linear_light"] for p in pairs]
+    assert True in flags and False in flags
+    for pair, linear in zip(pairs, flags, strict=True):
+        shift = float(pair.blurry.mean() - pair.sharp.mean())
+        assert (shift > 0.1) if linear else (abs(shift) < 0.01)
+    # without the share no extra random draw: the stream (and the pairs) are unchanged
+    a = synthesize(region, np.random.default_rng(3), plain, margin=0)
+    b = synthesize(region, np.random.default_rng(3), replace(plain, srgb_blur_prob=0.0), margin=0)
+    assert np.array_equal(a.blurry, b.blurry) and a.details["linear_light"] is True
+
+
 def _psf_at(image: np.ndarray, row: int, col: int, radius: int) -> np.ndarray:
     patch = image[row - radius : row + radius + 1, col - radius : col + radius + 1, 0]
     return patch / patch.sum()

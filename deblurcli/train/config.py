@@ -114,6 +114,8 @@ class DataConfig:
     """Probability of brightened highlights that clip after the blur."""
     linear_light: bool = False
     """Blur in linear light (gamma 2.2) as a sensor does."""
+    srgb_blur_prob: float = 0.0
+    """With ``linear_light``: the share of pairs blurred in their sRGB values instead."""
     noise_max: float = 0.02
     """Read-noise sigma drawn from U(0, noise_max) (on [0, 1])."""
     shot_noise_max: float = 0.0
@@ -373,6 +375,7 @@ def recipe_of(data: DataConfig) -> Any:
         object_prob=data.object_prob,
         clip_prob=data.clip_prob,
         linear_light=data.linear_light,
+        srgb_blur_prob=data.srgb_blur_prob,
         noise_range=(0.0, data.noise_max),
         shot_noise_max=data.shot_noise_max,
         jpeg_prob=data.jpeg_prob,
