@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from deblurcli.degrade import Recipe, synthesize, varying_shake_blur
 from deblurcli.engine.checkpoint import sha256_file
+from deblurcli.errors import UsageError
 from deblurcli.train import checkpointing, data
 from deblurcli.train.config import ConfigError
 from deblurcli.train.loop import fit
@@ -87,6 +88,12 @@ def test_pack_holds_exactly_the_on_the_fly_pairs(
     # the training dataset crops and flips the stored pairs
     sample = data.make_dataset(cfg.data, seed=0)[3]
     assert sample["blurry"].shape == (3, 32, 32) and sample["sharp"].shape == (3, 32, 32)
+    # a config whose degradation differs from the pack's is refused, naming the key
+    for key, value, named in (("data.noise_max", 0.02, "noise_range"),
+                              ("data.frames_prob", 0.1, "frames_prob")):
+        changed = _pack_config(images, frames, pack, **{key: value})
+        with pytest.raises(UsageError, match=named):
+            data.make_dataset(changed.data, seed=0)
 
 
 def test_pack_config_errors(images: Path, tmp_path: Path) -> None:
@@ -191,11 +198,12 @@ def test_resume_after_sigkill_is_bit_identical_with_a_pack(
     images: Path, frames: Path, tmp_path: Path
 ) -> None:
     pack = tmp_path / "pairs.safetensors"
-    cfg0 = _pack_config(images, frames, pack)
-    data.build_pair_pack(data.pool_spec_of(cfg0), 12, pack, workers=1)
     options = {"run.steps": 12, "run.val_every": 0, "checkpoint.every": 6,
-               "data.kind": "pack", "data.pack": str(pack)}
+               "data.kind": "pack", "data.pack": str(pack), "data.pack_size": 40,
+               "data.varying_prob": 0.5, "data.noise_max": 0.01,
+               "data.frames_root": str(frames), "data.frames_prob": 0.3}
     cfg = tiny_config(images, **options)
+    data.build_pair_pack(data.pool_spec_of(cfg), 12, pack, workers=1)
     reference = fit(cfg, tmp_path / "whole")
     train_until_killed(images, tmp_path / "killed", options, kill_at=9)
     assert checkpointing.latest_checkpoint(tmp_path / "killed").name == "step_00000006"  # type: ignore[union-attr]

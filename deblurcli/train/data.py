@@ -602,6 +602,22 @@ class FrameAverages(_IndexedDataset):
         return sample
 
 
+def pack_recipe_mismatch(meta: dict[str, str], cfg: DataConfig) -> str:
+    """What differs between a pack's stored recipe and the one ``cfg`` describes ("" if none).
+
+    Keys an older pack does not store count as their defaults; ``frames_prob`` is compared too.
+    """
+    import json
+
+    from deblurcli.degrade import Recipe
+
+    stored = {**dataclasses_asdict(Recipe()), **json.loads(meta.get("recipe", "{}")),
+              "frames_prob": float(meta.get("frames_prob", 0.0))}
+    wanted = {**dataclasses_asdict(recipe_of(cfg)), "frames_prob": float(cfg.frames_prob)}
+    return ", ".join(f"{k}: pack {stored.get(k)!r}, config {v!r}"
+                     for k, v in wanted.items() if stored.get(k) != v)
+
+
 class PackedPairs(_IndexedDataset):
     """Pairs read from a pair pack: a random ``crop``² window of a stored pair, flipped/rotated."""
 
@@ -623,6 +639,12 @@ class PackedPairs(_IndexedDataset):
         if self.blurry.shape[1] < cfg.crop:
             raise UsageError(
                 f"{path}: pairs are {self.blurry.shape[1]} px, data.crop is {cfg.crop}"
+            )
+        stale = pack_recipe_mismatch(meta, cfg)
+        if stale:
+            raise UsageError(
+                f"{path}: pack was built with another degradation recipe ({stale}); rebuild it "
+                "with `deblurcli train pack CONFIG` or point data.pack at a new file"
             )
         self.meta = meta
         super().__init__(len(self.blurry), cfg, seed, channels)
