@@ -267,7 +267,7 @@ def test_config_is_the_cpu_preset_and_trains_through_the_loop_with_5_critic_step
     path = CONFIGS / CONFIG_OF[variant]
     cfg = load_config(path)
     assert cfg.model.arch == "deblurgan"
-    assert cfg.data.pack == ".pack/resunet_shake_pairs.safetensors"
+    assert cfg.data.pack == ".pack/shake_mixed_pairs.safetensors"
     assert DeblurGANConfig(**cfg.model.config) == preset("cpu", variant)
     assert 0 < cfg.loss.gan_start < cfg.run.steps and cfg.loss.perceptual_fallback == "l1"
     calls = []

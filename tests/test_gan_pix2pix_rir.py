@@ -261,7 +261,7 @@ def test_training_configs_are_the_cpu_presets(arch: str, module: object) -> None
     from deblurcli.train.config import load_config
 
     cfg = load_config(CONFIGS / f"{arch}_cpu.toml")
-    assert cfg.model.arch == arch and cfg.data.pack == ".pack/resunet_shake_pairs.safetensors"
+    assert cfg.model.arch == arch and cfg.data.pack == ".pack/shake_mixed_pairs.safetensors"
     assert REGISTRY[arch].make_config(cfg.model.config) == module.preset("cpu")  # type: ignore[attr-defined]
     assert (cfg.loss.discriminator, cfg.loss.gan, cfg.loss.l1) == ("patchgan70", "vanilla", 100.0)
     assert 0 < cfg.loss.gan_start < cfg.run.steps and cfg.loss.perceptual_fallback == "l1"

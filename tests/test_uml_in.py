@@ -156,7 +156,7 @@ def test_training_config_is_the_cpu_preset_and_trains_through_the_loop(tmp_path:
     cfg = load_config(path)
     assert cfg.model.arch == "uml_in"
     assert UMLINConfig(**cfg.model.config) == preset("cpu")
-    assert cfg.data.pack == ".pack/resunet_shake_pairs.safetensors"
+    assert cfg.data.pack == ".pack/shake_mixed_pairs.safetensors"
     images = tmp_path / "sharp"
     write_images(images, 2, size=(48, 48))
     tiny = {f"model.config.{k}": v for k, v in TINY.items()}
