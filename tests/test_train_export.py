@@ -66,6 +66,18 @@ def test_reexport_replaces_and_moves_default_tag(run: Path, tmp_path: Path) -> N
         ("t2", True),
     ]
     assert document["models"][0]["training"]["weights"] == "raw" and document["default"] is None
+    # --keep-default-tag adds t3 beside the default t2; `tiny` still resolves to t2
+    export_run(run, name="tiny", tag="t3", weights_dir=weights, tag_default=False)
+    document = json.loads((weights / "manifest.json").read_text())
+    assert [(m["tag"], m["default_tag"]) for m in document["models"]] == [
+        ("t1", False), ("t2", True), ("t3", False),
+    ]
+    table = load_model_table(weights / "manifest.json")
+    assert resolve("tiny", table=table).path.name == "tiny-t2.safetensors"
+    # ... but the first tag of a name is always its default
+    export_run(run, name="other", tag="o1", weights_dir=weights, tag_default=False)
+    document = json.loads((weights / "manifest.json").read_text())
+    assert document["models"][-1]["default_tag"] is True
 
 
 def test_export_errors(tmp_path: Path) -> None:

@@ -104,6 +104,11 @@ def export(
     default: Annotated[
         bool, typer.Option("--default", help="Also make NAME the model `deblur` uses.")
     ] = False,
+    keep_default_tag: Annotated[
+        bool, typer.Option("--keep-default-tag", help=(
+            "Add the checkpoint without making it what `--method NAME` runs (when NAME already "
+            "has a default tag)."))
+    ] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Export raw weights, not the EMA.")] = False,
     gopro: Annotated[
         Path | None, typer.Option(help="Also measure on the X.png/X_gt.png pairs of this folder.")
@@ -133,6 +138,8 @@ def export(
 
       deblurcli train export runs/r --name resunet --tag v3 --preset shake --preset gopro_dev
 
+      deblurcli train export runs/r --name resunet --tag shake-v1 --keep-default-tag
+
       deblurcli train export runs/r --name resunet --tag v2 --weights-dir my-weights/
     """
     from deblurcli.engine.zoo import CHECKOUT_WEIGHTS_DIR
@@ -146,7 +153,7 @@ def export(
                          "DIR/manifest.json makes the model usable)")
     entry: dict[str, Any] = export_run(
         run_dir, name=name, tag=tag, description=description, make_default=default,
-        use_ema=not raw, gopro_dir=gopro, on_progress=info, weights_dir=target,
+        tag_default=not keep_default_tag, use_ema=not raw, gopro_dir=gopro, on_progress=info, weights_dir=target,
         presets=preset or (), data_root=data,
     )  # fmt: skip
     info(f"exported {name}@{tag}: {entry['file']} (sha256 {entry['sha256'][:16]}…)")

@@ -179,6 +179,7 @@ def export_run(
     tag: str,
     description: str = "",
     make_default: bool = False,
+    tag_default: bool = True,
     use_ema: bool = True,
     gopro_dir: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
@@ -188,8 +189,9 @@ def export_run(
 ) -> dict[str, Any]:
     """Export the newest checkpoint of ``run_dir`` as ``name@tag`` and record it in the manifest.
 
-    The entry becomes the name's ``default_tag``; with ``make_default`` the name also becomes the
-    table's ``default`` (the model ``deblur`` uses without ``--model``).
+    The entry becomes the name's ``default_tag`` (what ``--method NAME`` runs) unless
+    ``tag_default`` is false and the name already has one; with ``make_default`` the name also
+    becomes the table's ``default`` (the model ``deblur`` uses without ``--model``).
 
     Returns:
         The manifest entry written.
@@ -267,9 +269,12 @@ def export_run(
     if manifest.is_file():
         document = json.loads(manifest.read_text(encoding="utf-8"))
     models = [m for m in document.get("models", []) if (m["name"], m["tag"]) != (name, tag)]
-    for other in models:
-        if other["name"] == name:
+    siblings = [m for m in models if m["name"] == name]
+    if tag_default or not any(m.get("default_tag") for m in siblings):
+        for other in siblings:
             other["default_tag"] = False
+    else:
+        entry["default_tag"] = False
     document["models"] = [*models, entry]
     if make_default:
         document["default"] = name
