@@ -19,7 +19,7 @@ import itertools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from deblurcli.archs._registry import ArchDefaults, ArchSpec

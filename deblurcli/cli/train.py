@@ -153,8 +153,8 @@ def export(
                          "DIR/manifest.json makes the model usable)")
     entry: dict[str, Any] = export_run(
         run_dir, name=name, tag=tag, description=description, make_default=default,
-        tag_default=not keep_default_tag, use_ema=not raw, gopro_dir=gopro, on_progress=info, weights_dir=target,
-        presets=preset or (), data_root=data,
+        tag_default=not keep_default_tag, use_ema=not raw, gopro_dir=gopro, on_progress=info,
+        weights_dir=target, presets=preset or (), data_root=data,
     )  # fmt: skip
     info(f"exported {name}@{tag}: {entry['file']} (sha256 {entry['sha256'][:16]}…)")
     if json_output:

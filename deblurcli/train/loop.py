@@ -357,7 +357,7 @@ def load_grown(
     added = sorted(k for k in own if k not in weights)
     if foreign or reshaped or (added and not allow_new):
         raise ConfigError(
-            "run.init_grow: the warm start does not fit the model "
+            "run.init: the warm start does not fit the model "
             f"(unknown tensors: {foreign[:3]}, other shapes: {reshaped[:3]}, "
             f"missing: {added[:3]})"
         )
