@@ -54,10 +54,16 @@ def _fake(calls: list[dict[str, Any]]) -> Any:
     return run
 
 
-def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every ``blind.deconvolve_blind`` call (patched with a fake)."""
+    recorded: list[dict[str, Any]] = []
+    monkeypatch.setattr(blind, "deconvolve_blind", _fake(recorded))
+    return recorded
+
+
+def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, calls: list[dict[str, Any]],
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(blind, "deconvolve_blind", _fake(calls))
     src = _image(tmp_path / "im2_kernel4_img.png")
     out = tmp_path / "out" / "sharp.png"
     code, stdout = _invoke(["deconvolve-blind", str(src), "-o", str(out), "--method", "dip",
@@ -80,21 +86,16 @@ def test_kwargs_outputs_and_json(app: Any, tmp_path: Path, monkeypatch: pytest.M
     assert item["details"]["kernel"] == str(txt)
 
 
-def test_fast_preset_size_is_estimated(app: Any, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch,
+def test_fast_preset_size_is_estimated(app: Any, tmp_path: Path, calls: list[dict[str, Any]],
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(blind, "deconvolve_blind", _fake(calls))
     src = _image(tmp_path / "im2_kernel4_img.png")
     code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "o.png")], capsys)
     assert code == 0 and calls[0]["kernel_size"] is None
 
 
 def test_explicit_kernel_size_and_kernel_out(app: Any, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch,
+                                            calls: list[dict[str, Any]],
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(blind, "deconvolve_blind", _fake(calls))
     src = _image(tmp_path / "photo.png")
     code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "o.png"),
                        "--kernel-size", "19x25", "--kernel-out", str(tmp_path / "k.npy")], capsys)
