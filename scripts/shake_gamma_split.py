@@ -16,12 +16,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from deblurcli.bench.datasets import data_dir
+from deblurcli.bench.datasets import SHAKE_SEED, shake
 from deblurcli.degrade import SHAKE_BENCH_RECIPE, synthesize
 from deblurcli.engine import load_model
-from deblurcli.io import read_image
 from deblurcli.metrics import psnr
-from deblurcli.train.data import list_images
 
 BORDER = 16
 """Pixels left out of scoring on each side, as the preset."""
@@ -31,28 +29,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="NAME@TAG or a .safetensors file")
     parser.add_argument("--limit", type=int, default=24, help="first N photos of sharp_val")
-    parser.add_argument("--data", default=None, help="data folder (default: $DEBLURCLI_DATA)")
+    parser.add_argument("--data", default=None, help="data folder holding sharp_val/ "
+                        "(default: $DEBLURCLI_DATA, else ../shared/data)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = load_model(args.model, device="cpu")
-    root = data_dir() if args.data is None else args.data
-    files = list_images(f"{root}/sharp_val")[: args.limit]
-    recipes = {"sRGB (the preset)": SHAKE_BENCH_RECIPE,
-               "linear light": replace(SHAKE_BENCH_RECIPE, linear_light=True)}
-    for label, recipe in recipes.items():
-        scores = []
-        for n, path in enumerate(files):
-            sharp = np.asarray(read_image(path).pixels, dtype=np.float32)
-            sharp = np.repeat(sharp, 3, 2) if sharp.shape[2] == 1 else sharp[..., :3]
-            rng = np.random.default_rng(np.random.SeedSequence([0, n]))
-            pair = synthesize(sharp, rng, recipe, margin=0)
-            blurry = torch.from_numpy(pair.blurry).permute(2, 0, 1)[None]
-            target = torch.from_numpy(np.ascontiguousarray(sharp)).permute(2, 0, 1)[None]
-            scores.append([float(psnr(x, target, crop_border=BORDER))
-                           for x in (blurry, model(blurry))])
-        mean = np.mean(scores, axis=0)
+    samples = shake(None if args.data is None else f"{args.data}/sharp_val").samples
+    linear = replace(SHAKE_BENCH_RECIPE, linear_light=True)
+    scores: dict[str, list[list[float]]] = {"sRGB (the preset)": [], "linear light": []}
+    for n, sample in enumerate(samples[: args.limit]):
+        pair = sample.load()  # the preset's own pair: blurred in sRGB values
+        rng = np.random.default_rng(np.random.SeedSequence([SHAKE_SEED, n]))  # same draws
+        relinear = synthesize(pair.sharp, rng, linear, margin=0).blurry
+        target = torch.from_numpy(np.ascontiguousarray(pair.sharp)).permute(2, 0, 1)[None]
+        for label, blurred in zip(scores, (pair.blurred, relinear), strict=True):
+            blurry = torch.from_numpy(np.ascontiguousarray(blurred)).permute(2, 0, 1)[None]
+            scores[label].append([float(psnr(x, target, crop_border=BORDER))
+                                  for x in (blurry, model(blurry))])
+    for label, rows in scores.items():
+        mean = np.mean(rows, axis=0)
         print(f"{label}: input {mean[0]:.2f} dB, output {mean[1]:.2f} dB "
-              f"({mean[1] - mean[0]:+.2f}) over {len(scores)} photos")
+              f"({mean[1] - mean[0]:+.2f}) over {len(rows)} photos")
 
 
 if __name__ == "__main__":
