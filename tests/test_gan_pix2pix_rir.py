@@ -99,6 +99,25 @@ def test_spectral_norm_divides_by_the_largest_singular_value(transposed: bool) -
     assert (layer.weight.detach() - frozen).abs().max() < 1e-6
 
 
+
+def test_spectral_norm_trains_under_bf16_autocast_with_the_fp32_sigma() -> None:
+    """`run.cpu_bf16` once crashed here: bf16 matmuls met the fp32 power-iteration buffers."""
+    from deblurcli.archs._gan_blocks import maybe_spectral_norm
+
+    torch.manual_seed(0)
+    layer = maybe_spectral_norm(nn.Conv2d(6, 10, 3), True).train()
+    reference = layer.weight.detach().clone()  # one power iteration, fp32
+    torch.manual_seed(0)
+    layer = maybe_spectral_norm(nn.Conv2d(6, 10, 3), True).train()
+    x = torch.randn(2, 6, 9, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        weight = layer.weight
+    y.float().sum().backward()
+    assert weight.dtype == torch.float32
+    assert torch.allclose(weight.detach(), reference, atol=1e-4)  # the 2nd iteration barely moves
+    assert layer.parametrizations.weight.original.grad is not None
+
 def test_chunked_attention_equals_dense_attention() -> None:
     q, k, v = torch.randn(2, 150, 4), torch.randn(2, 150, 4), torch.randn(2, 150, 16)
     dense = dense_attention(q, k, v)

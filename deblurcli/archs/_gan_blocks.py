@@ -72,14 +72,17 @@ class SpectralNorm(nn.Module):
             self._u.copy_(F.normalize(matrix @ self._v, dim=0, eps=self.eps))
 
     def forward(self, weight: Tensor) -> Tensor:
-        matrix = self._matrix(weight)
-        if self.training:
-            self._iterate(matrix.detach(), 1)
-        # fresh unit vectors: the in-place updates must not reach autograd, and an EMA of the
-        # buffers (training's weight averaging) is no longer exactly of unit length
-        u = F.normalize(self._u, dim=0, eps=self.eps)
-        v = F.normalize(self._v, dim=0, eps=self.eps)
-        return weight / torch.dot(u, matrix @ v)
+        # σ in float32 even under autocast: bf16 matmuls would mix dtypes with the fp32 buffers
+        with torch.autocast(weight.device.type, enabled=False):
+            matrix = self._matrix(weight.float())
+            if self.training:
+                self._iterate(matrix.detach(), 1)
+            # fresh unit vectors: the in-place updates must not reach autograd, and an EMA of the
+            # buffers (training's weight averaging) is no longer exactly of unit length
+            u = F.normalize(self._u.float(), dim=0, eps=self.eps)
+            v = F.normalize(self._v.float(), dim=0, eps=self.eps)
+            sigma = torch.dot(u, matrix @ v)
+        return weight / sigma.to(weight.dtype)
 
 
 def maybe_spectral_norm(module: M, enabled: bool) -> M:
