@@ -99,7 +99,6 @@ def test_spectral_norm_divides_by_the_largest_singular_value(transposed: bool) -
     assert (layer.weight.detach() - frozen).abs().max() < 1e-6
 
 
-
 def test_spectral_norm_trains_under_bf16_autocast_with_the_fp32_sigma() -> None:
     """`run.cpu_bf16` once crashed here: bf16 matmuls met the fp32 power-iteration buffers."""
     from deblurcli.archs._gan_blocks import maybe_spectral_norm
@@ -117,6 +116,7 @@ def test_spectral_norm_trains_under_bf16_autocast_with_the_fp32_sigma() -> None:
     assert weight.dtype == torch.float32
     assert torch.allclose(weight.detach(), reference, atol=1e-4)  # the 2nd iteration barely moves
     assert layer.parametrizations.weight.original.grad is not None
+
 
 def test_chunked_attention_equals_dense_attention() -> None:
     q, k, v = torch.randn(2, 150, 4), torch.randn(2, 150, 4), torch.randn(2, 150, 16)
@@ -311,12 +311,9 @@ def test_method_rows_run_the_shipped_checkpoint_or_exit_4(
     photo, out = tmp_path / "in.png", tmp_path / "out.png"
     Image.fromarray((np.random.default_rng(0).random((21, 19, 3)) * 255).astype(np.uint8)).save(
         photo)
-    code = 0
-    try:
+    with pytest.raises(SystemExit) as exit_info:  # main() always exits with the command's code
         main(["deblur", str(photo), "--method", name, "-o", str(out), "--offline"])
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    err = capsys.readouterr().err
+    code, err = exit_info.value.code or 0, capsys.readouterr().err
     if not released:  # not trained and exported yet: exit 4 saying how
         assert code == 4 and "train export" in err and row.checkpoint in err, err
         return
