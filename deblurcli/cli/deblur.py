@@ -57,7 +57,9 @@ def deblur(
         if model is not None:
             raise UsageError("give --method (a family's default checkpoint) or --model (an exact "
                              "checkpoint), not both")
-        methods.get(method, "network")
+        if methods.get(method, "network").inputs == 2:
+            raise UsageError(f"--method {method} needs a sharp reference photo: "
+                             f"deblurcli deblur-ref IN --ref REF --method {method}")
     tile_setting = opt.parse_tile(tile)
     options = BatchOptions(
         output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
@@ -82,6 +84,9 @@ def deblur(
                 "pass --method NAME, --model NAME@TAG or a .safetensors path"
             )
         restorer = load_model(ref, **settings)
+        if restorer.info.inputs == 2:
+            raise UsageError(f"model {restorer.name} needs a sharp reference photo: "
+                             f"deblurcli deblur-ref IN --ref REF --model {ref}")
     info(f"model {restorer.name} on {restorer.device} ({restorer.precision})", quiet=quiet)
 
     def process(job: Any, image: Any, on_tiles: Any) -> ItemResult:
