@@ -342,7 +342,7 @@ def test_deblur_ref_batch_paired_by_name_goes_on_after_a_bad_reference(
 
 
 def test_deblur_ref_method_and_model_checks(
-    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, tiny_checkpoint: Path, ref_checkpoint: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from deblurcli import methods
@@ -352,13 +352,21 @@ def test_deblur_ref_method_and_model_checks(
     sharp = _png(tmp_path / "sharp.png", _smooth(24, 24, seed=1))
     args = ["deblur-ref", str(blurry), "--ref", str(sharp), "-o", str(tmp_path / "o.png")]
     released = {e.ref for e in load_model_table().entries}
+    shipped = tmp_path / "shipped.png"
+    code, _, err = _run([*args[:-1], str(shipped), "--offline"], capsys)
     if methods.TABLE["ref"].checkpoint not in released:  # not released yet: exit 4, says how
-        code, _, err = _run([*args, "--offline"], capsys)
         assert code == 4 and "train export" in err and "ref@cpu-v1" in err, err
+    else:  # the shipped weights run offline and keep the photo's size
+        assert code == 0, err
+        assert cv2.imread(str(shipped)).shape == (24, 24, 3)
     code, _, err = _run([*args, "--method", "resunet"], capsys)
     assert code == 2 and "deblurcli deblur" in err
     code, _, err = _run([*args, "--model", str(tiny_checkpoint)], capsys)  # a 1-input model
     assert code == 2 and "takes no reference" in err
+    out = tmp_path / "plain.png"  # and plain deblur refuses a reference model, writing nothing
+    code, _, err = _run(["deblur", str(blurry), "--model", str(ref_checkpoint), "-o", str(out)],
+                        capsys)
+    assert code == 2 and "deblur-ref" in err and not out.exists()
 
 
 def test_vgg_descriptor_weights_come_from_a_user_file_and_travel_in_the_checkpoint(
