@@ -34,7 +34,8 @@ def main() -> None:
         out = Path(f"{args.output}_{role}.png")
         write_image(out, Image(np.ascontiguousarray(pixels[window]), dtype=np.dtype(np.uint8)))
         print(out)
-    print(f"kernel {pair.kernel.shape[0]}×{pair.kernel.shape[1]}" if pair.kernel is not None else "")
+    kernel = pair.kernel
+    print(f"kernel {kernel.shape[0]}×{kernel.shape[1]}" if kernel is not None else "")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,15 @@ def test_every_arch_round_trips_config_and_outputs(arch: str, tmp_path: Path) ->
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     path = tmp_path / "m.safetensors"
-    save_checkpoint(path, model, ModelInfo.for_model(arch, model), extra_metadata={"train": {"steps": 3}})
+    info = ModelInfo.for_model(arch, model)
+    save_checkpoint(path, model, info, extra_metadata={"train": {"steps": 3}})
     meta = read_metadata(path)
     assert meta["arch"] == arch and json.loads(meta["train"]) == {"steps": 3}
     loaded = load_checkpoint(path)
     assert config_of(loaded.model) == config_of(model)
     assert loaded.info.size_multiple == getattr(model, "size_multiple", 1)
-    x = torch.rand(1, loaded.info.in_channels, 2 * loaded.info.size_multiple, 3 * loaded.info.size_multiple)
+    multiple = loaded.info.size_multiple
+    x = torch.rand(1, loaded.info.in_channels, 2 * multiple, 3 * multiple)
     args = (x, x) if loaded.info.inputs == 2 else (x,)  # reference-based models: x as reference
     with torch.no_grad():
         assert torch.equal(loaded.model(*args), model(*args))
@@ -50,7 +52,9 @@ def test_unknown_config_key_is_rejected_with_the_valid_keys() -> None:
         build("residual_unet", {"widht": 8})
 
 
-def test_corrupt_truncated_and_foreign_files_raise_checkpoint_error(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_corrupt_truncated_and_foreign_files_raise_checkpoint_error(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(tiny_checkpoint.read_bytes()[:-100])
     garbage = tmp_path / "garbage.safetensors"

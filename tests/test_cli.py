@@ -95,7 +95,8 @@ def test_batch_with_a_corrupt_file_writes_the_rest_and_exits_3(
     with PILImage.open(out_dir / "rotated.jpg") as rotated:
         assert rotated.size == (12, 30)  # width, height after applying orientation 6
         assert rotated.getexif().get(0x0112, 1) == 1
-    assert sorted(p.name for p in out_dir.iterdir()) == ["deep16.png", "rgb8.png", "rgba.png", "rotated.jpg"]
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == ["deep16.png", "rgb8.png", "rgba.png", "rotated.jpg"]
 
 
 def test_existing_outputs_are_refused_before_any_compute(
@@ -145,7 +146,8 @@ def test_no_shipped_model_exits_4(tmp_path: Path, batch_folder: Path, capsys, mo
     empty.write_text('{"models": []}')
     monkeypatch.setenv("DEBLURCLI_MODEL_TABLE", str(empty))
     monkeypatch.setattr("deblurcli.engine.zoo.MANIFEST_PATH", tmp_path / "absent.json")
-    code, _, err = run_cli(["deblur", str(batch_folder / "rgb8.png"), "-o", str(tmp_path / "o")], capsys)
+    args = ["deblur", str(batch_folder / "rgb8.png"), "-o", str(tmp_path / "o")]
+    code, _, err = run_cli(args, capsys)
     assert code == 4 and "no default model" in err
 
 
@@ -155,7 +157,8 @@ def test_corrupt_shipped_model_exits_5_and_verify_reports_it(
     data = bytearray(tiny_checkpoint.read_bytes())
     data[200] ^= 0x55
     tiny_checkpoint.write_bytes(bytes(data))
-    code, _, err = run_cli(["deblur", str(batch_folder / "rgb8.png"), "-o", str(tmp_path / "o")], capsys)
+    args = ["deblur", str(batch_folder / "rgb8.png"), "-o", str(tmp_path / "o")]
+    code, _, err = run_cli(args, capsys)
     assert code == 5 and "corrupt" in err
     code, out, _ = run_cli(["models", "verify", "tiny", "--json"], capsys)
     assert code == 5 and json.loads(out)["models"][0]["status"] == "corrupt"

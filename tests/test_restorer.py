@@ -17,7 +17,8 @@ TEST_DEVICE = os.environ.get("DEBLURCLI_TEST_DEVICE", "cpu")
 
 def _restorer(model: nn.Module, **info: object) -> Restorer:
     values = {"arch": "residual_unet", "size_multiple": 4, **info}
-    return Restorer(model, ModelInfo(**values), device=torch.device(TEST_DEVICE), dtype=torch.float32)
+    device = torch.device(TEST_DEVICE)
+    return Restorer(model, ModelInfo(**values), device=device, dtype=torch.float32)
 
 
 class Gain(nn.Module):
@@ -90,7 +91,9 @@ class NanInReducedPrecision(nn.Module):
 
 def test_reduced_precision_tile_with_nan_is_redone_in_fp32() -> None:
     info = ModelInfo(arch="residual_unet", supports_bf16=True)
-    restorer = Restorer(NanInReducedPrecision(), info, device=torch.device("cpu"), dtype=torch.bfloat16)
+    restorer = Restorer(
+        NanInReducedPrecision(), info, device=torch.device("cpu"), dtype=torch.bfloat16
+    )
     x = torch.rand(1, 3, 16, 16)
     y = restorer(x)
     assert restorer.last_run.fp32_fallbacks == 1

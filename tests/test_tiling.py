@@ -58,7 +58,8 @@ def _hard_stitched(fn, x: torch.Tensor, tile: int) -> torch.Tensor:
     out = torch.empty_like(x)
     for top in range(0, x.shape[2], tile):
         for left in range(0, x.shape[3], tile):
-            out[..., top : top + tile, left : left + tile] = fn(x[..., top : top + tile, left : left + tile])
+            window = (..., slice(top, top + tile), slice(left, left + tile))
+            out[window] = fn(x[window])
     return out
 
 

@@ -302,8 +302,8 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
     Runs the coarse levels of the estimate (up to ``cfg.size_probe_scale``) on a canvas of
     ``cfg.max_kernel`` px (less when the photo is small), measures the kernel's
     :func:`kernel_extent` there, scales it to full resolution and returns
-    ``odd(cfg.size_factor·extent + 5)``, at least 11 and at most the canvas plus the margin. A blur too
-    large for the canvas reaches its border and gets the largest size.
+    ``odd(cfg.size_factor·extent + 5)``, at least 11 and at most the canvas plus the margin. A
+    blur too large for the canvas reaches its border and gets the largest size.
 
     Args:
         luma: The photo's luma, ``H×W`` float in [0, 1].
@@ -748,8 +748,9 @@ def degenerate(kernel: Tensor, size_probe: dict[str, object], sharpening: float,
     ``delta-kernel``: the kernel's peak holds more than :data:`DELTA_PEAK` of its mass;
     ``shrunk-kernel``: its :func:`kernel_extent` is below :data:`SHRUNK_RATIO` of the blur
     extent the size probe measured; ``crops-disagree``: kernels estimated on different crops
-    are further apart than :data:`CROP_AGREEMENT` (``crop_distance``); ``not-sharper``: ``sharpening``, the restored photo's
-    :func:`edge_sharpness` over the input's, is below :data:`MIN_SHARPENING`.
+    are further apart than :data:`CROP_AGREEMENT` (``crop_distance``); ``not-sharper``:
+    ``sharpening``, the restored photo's :func:`edge_sharpness` over the input's, is below
+    :data:`MIN_SHARPENING`.
 
     Shape:
         - kernel: :math:`(h, w)`
