@@ -320,6 +320,25 @@ def test_method_rows_exist_and_unreleased_weights_exit_4(
     assert exit_info.value.code == 4 and "train export" in err and row.checkpoint in err, err
 
 
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_released_weights_are_their_variant_and_restore_a_photo(name: str) -> None:
+    """A shipped checkpoint carries its variant's switches (so `--method NAME` runs the model it
+    names), and it changes a photo without leaving [0, 1]."""
+    from deblurcli.engine import load_model, load_model_table
+
+    checkpoint = methods.get(name, "network").checkpoint
+    if checkpoint not in {e.ref for e in load_model_table().entries}:
+        pytest.skip(f"{checkpoint} is not released")
+    restorer = load_model(checkpoint, device="cpu", offline=True)
+    assert restorer.model.config == preset("cpu", name)
+    torch.manual_seed(0)
+    x = F.avg_pool2d(torch.rand(1, 3, 36, 44), 3, stride=1, padding=1)  # a soft photo-like image
+    with torch.no_grad():
+        y = restorer(x, tile=None)
+    assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert (y - x).abs().mean() > 1e-3
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_checkpoint_round_trip_and_restorer_on_odd_sizes(variant: str, tmp_path: Path) -> None:
     from deblurcli.archs import config_of
