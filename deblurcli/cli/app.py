@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with a documented code; library errors become one-line messages."""
     # PyTorch's CPU allocator backs each buffer of 2 MiB or more with transparent huge pages when
     # this is set (read at its first allocation). Large tiles then cost far fewer page faults:
-    # 1 MP inference 1.3-1.4x faster on 2 cores (README, "Speed"). THP_MEM_ALLOC_ENABLE=0 opts out.
+    # 1 MP inference 1.3-1.4x faster on 2 cores (README, "Speed on the CPU"); =0 opts out.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     command = typer.main.get_command(app)
     debug = os.environ.get("DEBLURCLI_DEBUG", "") not in ("", "0")
