@@ -150,6 +150,19 @@ def test_canny_agrees_with_opencv_given_the_same_gradients() -> None:
     assert canny_edges(step)[0, 0, 4:12].sum(dim=1).eq(1).all()
 
 
+def test_canny_hysteresis_by_components_equals_growing_by_dilation() -> None:
+    # a batch of two textured images with long weak chains; the cap of 10**9 sweeps forces the
+    # iterative growth (it stops at convergence), the default takes the one-pass labelling
+    torch.manual_seed(1)
+    x = F.interpolate(torch.rand(2, 3, 20, 28), size=(90, 125), mode="bicubic").clamp(0, 1)
+    one_pass = canny_edges(x, low=0.05, high=0.3)
+    grown = canny_edges(x, low=0.05, high=0.3, max_sweeps=10**9)
+    assert one_pass.sum() > 100
+    assert torch.equal(one_pass, grown)
+    # weak pixels with no strong neighbour in their component stay off
+    assert canny_edges(x, low=0.05, high=0.99).sum() < canny_edges(x, low=0.05, high=0.3).sum()
+
+
 def test_the_edge_channel_is_the_canny_map_of_the_blurred_input() -> None:
     blurry, sharp = _smooth_pair()
     model = DeblurGAN(DeblurGANConfig(width=4, blocks=1, edge_input=True)).eval()
