@@ -146,6 +146,10 @@ METHODS: tuple[MethodSpec, ...] = (
         description="residual U-net baseline trained on synthetic blur; weak on real blur",
     ),
     _network(
+        "nafnet", arch="nafnet", module="deblurcli.archs.nafnet", checkpoint="nafnet@cpu-v1",
+        description="NAFNet U-net of gated activation-free blocks (Chen et al. 2022)",
+    ),
+    _network(
         "uml-in", arch="uml_in", module="deblurcli.archs.uml_in", checkpoint="uml-in@cpu-v1",
         description="two-branch invertible wavelet U-net: the sharp inverse decodes blur latents",
     ),
