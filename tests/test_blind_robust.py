@@ -66,6 +66,7 @@ def test_kernel_size_probe_measures_the_blur_extent(length: int) -> None:
     (size, _), probe = probe_kernel_size(luma, FastConfig(), noise=0.002)
     assert probe["extent"] == pytest.approx(length, rel=0.25)
     assert size >= length  # the chosen canvas holds the blur
+    assert len(probe["crop_extents"]) == 2 and probe["extent"] == min(probe["crop_extents"])
 
 
 def test_kernel_extent_ignores_faint_haze() -> None:
