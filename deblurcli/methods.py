@@ -141,13 +141,13 @@ def _blind(name: str, description: str) -> MethodSpec:
 METHODS: tuple[MethodSpec, ...] = (
     # --- networks: one row per family (the file is named by ``module``) ---
     _network(
+        "nafnet", arch="nafnet", module="deblurcli.archs.nafnet", checkpoint="nafnet@cpu-v1",
+        description="NAFNet U-net of gated activation-free blocks (Chen et al. 2022): the default",
+    ),
+    _network(
         "resunet", arch="residual_unet", module="deblurcli.archs.residual_unet",
         checkpoint="resunet@synth-v1",
         description="residual U-net baseline trained on synthetic blur; weak on real blur",
-    ),
-    _network(
-        "nafnet", arch="nafnet", module="deblurcli.archs.nafnet", checkpoint="nafnet@cpu-v1",
-        description="NAFNet U-net of gated activation-free blocks (Chen et al. 2022)",
     ),
     _network(
         "uml-in", arch="uml_in", module="deblurcli.archs.uml_in", checkpoint="uml-in@cpu-v1",
@@ -225,7 +225,7 @@ TABLE: dict[str, MethodSpec] = {m.name: m for m in METHODS}
 """Method name → row."""
 
 DEFAULT_METHOD: dict[Kind, str] = {
-    "network": "resunet", "non-blind": "hyperlaplacian", "blind": "vdip-sparse",
+    "network": "nafnet", "non-blind": "hyperlaplacian", "blind": "vdip-sparse",
     "baseline": "identity",
 }
 """What each command runs when no ``--method`` is given."""

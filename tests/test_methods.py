@@ -51,7 +51,9 @@ def test_every_network_row_is_a_registered_architecture_and_a_table_checkpoint()
                 load_method(row.name, table=table)
             continue
         assert table.find(name, tag).arch == row.arch
-    assert "resunet@synth-v1" in {e.ref for e in table.entries}  # the default ships
+    default = methods.TABLE[methods.DEFAULT_METHOD["network"]]
+    assert default.checkpoint in {e.ref for e in table.entries}  # the default ships
+    assert table.default == default.name  # `deblur` without --method runs the same family
 
 
 def test_solvers_are_the_table_and_take_exactly_its_options() -> None:
@@ -82,9 +84,9 @@ def test_bench_registry_and_every_help_list_every_method() -> None:
 
 def test_get_rejects_unknown_names_and_other_kinds_listing_valid_ones() -> None:
     assert methods.get("resunet", "network").arch == "residual_unet"
-    with pytest.raises(UsageError, match="known: resunet"):
+    with pytest.raises(UsageError, match="known: nafnet, resunet"):
         methods.get("no-such-net", "network")
-    wrong_kind = r"non-blind method \(`deblurcli deconvolve`\); --method here takes resunet"
+    wrong_kind = r"non-blind method \(`deblurcli deconvolve`\); --method here takes nafnet, resunet"
     with pytest.raises(UsageError, match=wrong_kind):
         methods.get("wiener", "network")
 

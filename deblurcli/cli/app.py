@@ -39,7 +39,7 @@ app = typer.Typer(
     name="deblurcli",
     help="Remove blur from photographs: pretrained networks, blind and non-blind deconvolution, "
     "training and benchmarks.\n\nExamples:\n\n"
-    "  deblurcli deblur examples/gopro_blurry.png --method resunet -o out/gopro_sharp.png\n\n"
+    "  deblurcli deblur examples/gopro_blurry.png --method nafnet -o out/gopro_sharp.png\n\n"
     "  deblurcli deconvolve-blind examples/levin_im1_kernel2_blurry.png -o out/levin.png\n\n"
     "  deblurcli models list",
     epilog=EPILOG,

@@ -45,11 +45,11 @@ def deblur(
 
     Examples:
 
-      deblurcli deblur examples/gopro_blurry.png --method resunet -o out/gopro_sharp.png
+      deblurcli deblur examples/gopro_blurry.png --method nafnet -o out/gopro_sharp.png
 
       deblurcli deblur shots/ -o out/ --recursive --format png --json
 
-      deblurcli deblur photo.jpg --model resunet@synth-v1 --tile 512 -o sharp.jpg
+      deblurcli deblur photo.jpg --model resunet@shake-v1 --tile 512 -o sharp.jpg
     """
     from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
 
