@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from _models import overfit
 from torch import nn
 
 from deblurcli import methods
@@ -225,18 +226,12 @@ def test_a_tiny_model_overfits_two_pairs(variant: str) -> None:
     blurry, sharp = _smooth_pair(seed=1)
     torch.manual_seed(0)
     model = DeblurGAN(DeblurGANConfig(width=8, blocks=1, dropout=0.0, **VARIANTS[variant]))
-    model.train()
     objective = losses.PixelObjective(l1=1.0, charbonnier=0.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    before = float((blurry - sharp).pow(2).mean())
-    for _ in range(80):
-        out = model(blurry)
-        _, loss, _ = iteration_objective(objective, model, out, sharp, None)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = float((model.eval()(blurry) - sharp).pow(2).mean())
+
+    def loss_of(m: torch.nn.Module) -> torch.Tensor:
+        return iteration_objective(objective, m, m(blurry), sharp, None)[1]
+
+    before, after = overfit(model, blurry, sharp, loss_of, steps=80)
     assert after < 0.3 * before, (before, after)
 
 

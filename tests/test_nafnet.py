@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from _models import overfit, perturbed
 
 from deblurcli.archs import REGISTRY, config_of
 from deblurcli.archs.nafnet import NAFNet, NAFNetConfig, box_mean
@@ -20,11 +21,7 @@ TINY = REGISTRY["nafnet"].tiny_config
 
 def _randomised(config: NAFNetConfig, scale: float = 0.1) -> NAFNet:
     """A model far from the identity (β, γ and the last convolution start at zero)."""
-    model = NAFNet(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return model
+    return perturbed(NAFNet(config), scale)  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("window", [1, 3, 7, 12])
@@ -85,16 +82,9 @@ def test_a_tiny_model_overfits_two_pairs() -> None:
     sharp = F.interpolate(torch.rand(2, 3, 8, 8), size=32, mode="bicubic").clamp(0, 1)
     blurry = F.avg_pool2d(sharp, 5, stride=1, padding=2, count_include_pad=False)
     model = NAFNet(NAFNetConfig(width=8, encoder_blocks=(1, 1), middle_blocks=1,
-                                decoder_blocks=(1, 1))).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    before = float((blurry - sharp).pow(2).mean())
-    for _ in range(80):
-        loss = (model(blurry) - sharp).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = float((model.eval()(blurry) - sharp).pow(2).mean())
+                                decoder_blocks=(1, 1)))
+    before, after = overfit(model, blurry, sharp, lambda m: (m(blurry) - sharp).pow(2).mean(),
+                            steps=80)
     assert after < 0.3 * before, (before, after)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _models import perturbed
 
 from deblurcli.archs import REGISTRY, config_of
 from deblurcli.archs.uml_in import PRESETS, UMLIN, UMLINConfig, haar, haar_inverse, preset
@@ -20,11 +21,7 @@ TINY = REGISTRY["uml_in"].tiny_config
 
 def _randomised(config: UMLINConfig, scale: float = 0.1) -> UMLIN:
     """A model whose couplings are far from the identity (the zero-init output convs too)."""
-    model = UMLIN(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return model
+    return perturbed(UMLIN(config), scale)  # type: ignore[return-value]
 
 
 def test_haar_is_orthonormal_and_exactly_inverted() -> None:
