@@ -43,3 +43,12 @@ def test_data_option_wins_over_the_environment(
                            "--method", "identity", "--limit", "1", "--json", "--quiet"], capsys)
     assert code == 0, err
     assert json.loads(out)["results"][0]["count"] == 1
+
+
+def test_more_than_one_preset_is_exit_2_not_the_last_one_silently(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run(["bench", "quality", "--preset", "shake", "--preset", "gopro_dev",
+                           "--method", "identity"], capsys)
+    assert code == 2 and "one --preset per run" in err and "shake, gopro_dev" in err
+    assert out == ""

@@ -58,11 +58,11 @@ DirOpt = Annotated[Optional[Path], Opt(file_okay=False, metavar="DIR",
 @app.command("quality")
 def quality(
     method: MethodsOpt,
-    preset: Annotated[Optional[str], Opt(metavar="NAME", help=(
+    preset: Annotated[Optional[list[str]], Opt(metavar="NAME", help=(
         "levin (blind/non-blind, Levin et al.), shake (sharp_val under seeded 15-51 px camera "
         "shake + noise 0.01: the validation set of learned models), gopro_dev (real motion "
         "blur, a mean per sequence), city100 (real lens blur); these read --data or "
-        "$DEBLURCLI_DATA. synthetic: your --sharp folder, seeded blur."))] = None,
+        "$DEBLURCLI_DATA. synthetic: your --sharp folder, seeded blur. One per run."))] = None,
     data: DataOpt = None,
     blurred: DirOpt = None,
     sharp: DirOpt = None,
@@ -101,6 +101,10 @@ def quality(
 
       deblurcli bench quality --preset levin --method dip --param preset=paper --limit 1
     """
+    if preset and len(preset) > 1:
+        raise UsageError(f"bench quality scores one --preset per run (got {', '.join(preset)}); "
+                         "run it once for each")
+    preset_name = preset[0] if preset else None
     if ground_truth_kernel and kernel is not None:
         raise UsageError("give either --ground-truth-kernel or --kernel FILE, not both")
     _check_outputs(csv_path, plot)
@@ -111,7 +115,7 @@ def quality(
     for name in method:
         table.get(name)
     dataset = datasets.open_dataset(
-        preset=preset, blurred=blurred, sharp=sharp, kernels=kernels, seed=seed, noise=noise,
+        preset=preset_name, blurred=blurred, sharp=sharp, kernels=kernels, seed=seed, noise=noise,
         crop=crop, shift_tolerant=shift_tolerant, data=data,
         kernel_convention=kernel_convention).head(limit)
     config = methods.MethodConfig(device, precision, model, methods.parse_params(param))
