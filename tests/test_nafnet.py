@@ -88,6 +88,22 @@ def test_a_tiny_model_overfits_two_pairs() -> None:
     assert after < 0.3 * before, (before, after)
 
 
+def test_a_model_grown_by_blocks_computes_what_it_did_before() -> None:
+    # run.init_grow: blocks appended to a stage start with beta = gamma = 0, so the warm start
+    # is the same function, whatever the new blocks' other weights are
+    from deblurcli.train.loop import load_grown
+
+    small = _randomised(NAFNetConfig(**TINY))
+    grown_config = NAFNetConfig(**{**TINY, "encoder_blocks": (1, 3), "middle_blocks": 2})
+    grown = NAFNet(grown_config).eval()
+    added = load_grown(grown, small.state_dict(), allow_new=True)
+    assert added and all(name.startswith(("encoders.1.1.", "encoders.1.2.", "middle.1."))
+                         for name in added)
+    x = torch.rand(1, 3, 24, 40)
+    with torch.no_grad():
+        assert (grown(x) - small(x)).abs().max() < 1e-6
+
+
 def test_checkpoint_round_trip_keeps_config_and_outputs(tmp_path: Path) -> None:
     model = _randomised(NAFNetConfig(**{**TINY, "attention_window": 12}))
     path = tmp_path / "naf.safetensors"
