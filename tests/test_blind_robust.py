@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +115,46 @@ def test_result_does_not_depend_on_memory_layout() -> None:
     view = np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0)  # CHW memory
     cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1)
     assert np.array_equal(fast_fit(photo, cfg).kernel, fast_fit(view, cfg).kernel)
+
+
+def test_crops_estimated_in_parallel_give_the_sequential_result() -> None:
+    rng = np.random.default_rng(5)
+    photo = convolve(_photo()[:160, :224], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(max_kernel=15, outer=3, cg=4, crop=96, crops=2, size_probe_crops=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two workers, one thread each
+    try:
+        parallel = fast_fit(photo, cfg)
+        sequential = fast_fit(photo, replace(cfg, parallel_crops=False))
+        assert torch.get_num_threads() == 2  # the caller's setting comes back
+    finally:
+        torch.set_num_threads(threads)
+    assert parallel.size_probe == sequential.size_probe and parallel.crop_distance > 0
+    assert parallel.crop_distance == sequential.crop_distance
+    assert np.array_equal(parallel.kernel, sequential.kernel)
+    assert np.array_equal(parallel.image, sequential.image)
+
+
+def test_a_failing_crop_estimate_stops_the_parallel_ones() -> None:
+    from deblurcli.optim.fast import LevelInfo, _run_jobs
+
+    sweeps: list[int] = []
+
+    def slow(callback: object) -> int:  # a long estimate that reports every sweep
+        for sweep in range(2000):
+            time.sleep(0.005)
+            sweeps.append(sweep)
+            assert callable(callback)
+            callback(LevelInfo(level=0, levels=1, step=sweep, steps=2000, loss=0.0))
+        return 1
+
+    def failing(_callback: object) -> int:
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run_jobs([failing, slow], workers=2, threads=None)
+    assert 0 < len(sweeps) < 200  # stopped at its next sweep, not run to the end
+    assert _run_jobs([lambda _cb: 1, lambda _cb: 2, lambda _cb: 3], workers=2, threads=None) \
+        == [1, 2, 3]

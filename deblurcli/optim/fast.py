@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +47,7 @@ from deblurcli.optim.vdip import _TRAITS, METHODS, BlindDeconvolutionError, VDIP
 __all__ = ["FastConfig", "FastResult", "LevelInfo", "fast_fit", "informative_crop"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,12 @@ class FastConfig:
     crop-sized FFTs gain nothing from a second thread, and on a busy 2-core machine two threads
     made the estimate 3× slower (58 s vs 161 s wall on a Levin image); the final full-size
     solve uses the caller's setting."""
+
+    parallel_crops: bool = True
+    """Estimate the crops of the size probe and of the crop check at the same time, one
+    ``estimation_threads`` each, when the caller's thread count allows (CPU, pixel model). Each
+    estimate runs single-threaded either way, so the result is bit for bit the same; only the
+    wall time changes."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -300,8 +310,8 @@ def _estimation_crop(luma: np.ndarray, cfg: FastConfig, ksize: tuple[int, int], 
 
 
 def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0.0,
-                      noise: float = 0.0, device: torch.device | None = None, rank: int = 0
-                      ) -> tuple[tuple[int, int], dict[str, object]]:
+                      noise: float = 0.0, device: torch.device | None = None, rank: int = 0,
+                      workers: int = 1) -> tuple[tuple[int, int], dict[str, object]]:
     """Estimate the blur's extent and choose the kernel size from it.
 
     Runs the coarse levels of the estimate (up to ``cfg.size_probe_scale``) on a canvas of
@@ -318,6 +328,7 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
         noise: Noise std of the (prefiltered) crop.
         device: Where to run.
         rank: The first informative crop (0: the best); the others follow it in rank.
+        workers: Crops estimated at the same time (each with ``cfg.estimation_threads``).
 
     Returns:
         ``((size, size), details)`` with the canvas, probe scale and measured extents.
@@ -326,17 +337,20 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
     canvas = min(cfg.max_kernel, min(luma.shape) // 2 - 1)
     canvas = max(7, canvas - (1 - canvas % 2))
     probe_cfg = replace(cfg, kernel_size=(canvas, canvas), kernel_margin=0, variants=())
-    extents = []
-    scale = 1.0
-    for crop_rank in range(rank, rank + max(1, cfg.size_probe_crops)):
+    def measure(crop_rank: int, on_step: StepCallback | None) -> tuple[float, float]:
+        """The blur extent (full-resolution px) in one crop, and the scale it was measured at."""
         _, y = _estimation_crop(luma, probe_cfg, (canvas, canvas), prefilter, dev, crop_rank)
         plan = _plan(probe_cfg, tuple(y.shape[-2:]), (canvas, canvas))  # type: ignore[arg-type]
         plan = [lv for lv in plan if lv[0] <= cfg.size_probe_scale + 1e-9] or plan[:1]
-        kernel, _ = _estimate(y, plan, probe_cfg, probe_cfg.resolved_image_model, dev, 0, None,
-                              noise)
-        scale = plan[-1][0]
-        extents.append((kernel_extent(kernel) - 1.0) / scale + 1.0)
-    extent = min(extents)
+        kernel, _ = _estimate(y, plan, probe_cfg, probe_cfg.resolved_image_model, dev, 0,
+                              on_step, noise)
+        return (kernel_extent(kernel) - 1.0) / plan[-1][0] + 1.0, plan[-1][0]
+
+    ranks = range(rank, rank + max(1, cfg.size_probe_crops))
+    measured = _run_jobs([lambda cb, r=r: measure(r, cb) for r in ranks], workers,
+                         cfg.estimation_threads)
+    extents = [e for e, _ in measured]
+    extent, scale = min(extents), measured[-1][1]
     largest = min(canvas + cfg.kernel_margin, min(luma.shape) // 2 - cfg.kernel_margin)
     largest = max(3, largest - (1 - largest % 2))
     size = min(largest, max(11, ops.odd(cfg.size_factor * extent + 5)))
@@ -357,6 +371,53 @@ def _luma(pixels: np.ndarray) -> np.ndarray:
     if pixels.shape[2] == 1:
         return pixels[..., 0]
     return pixels[..., :3] @ LUMA_WEIGHTS
+
+
+class _StoppedError(Exception):
+    """A crop estimate abandoned because the estimate beside it failed or was interrupted."""
+
+
+StepCallback = Callable[[LevelInfo], None]
+
+
+def _run_jobs(jobs: list[Callable[[StepCallback | None], _T]], workers: int,
+              threads: int | None, on_step: StepCallback | None = None) -> list[_T]:
+    """Run independent estimates; results in the order of ``jobs``.
+
+    ``jobs[i](callback)`` runs one estimate and reports its sweeps to ``callback``: the first
+    job gets ``on_step``. With ``workers`` > 1 the others run in threads (``threads`` torch
+    threads each) while the first runs in the calling thread, and their callback stops them at
+    their next sweep when the first fails or is interrupted (Ctrl-C does not wait for them).
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [jobs[0](on_step)] + [job(None) for job in jobs[1:]]
+    stop = threading.Event()
+
+    def check(_info: LevelInfo) -> None:
+        if stop.is_set():
+            raise _StoppedError
+
+    def run(job: Callable[[StepCallback | None], _T]) -> _T:
+        if threads:  # a new OS thread does not inherit the caller's intra-op setting
+            torch.set_num_threads(threads)
+        return job(check)
+
+    pool = ThreadPoolExecutor(max_workers=min(workers - 1, len(jobs) - 1))
+    try:
+        futures = [pool.submit(run, job) for job in jobs[1:]]
+        first = jobs[0](on_step)
+        return [first] + [future.result() for future in futures]
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+
+
+def _crop_workers(cfg: FastConfig, dev: torch.device, caller_threads: int) -> int:
+    """How many crop estimates may run at once (see ``FastConfig.parallel_crops``)."""
+    if (not cfg.parallel_crops or dev.type != "cpu" or not cfg.estimation_threads
+            or cfg.resolved_image_model != "pixels"):
+        return 1  # the generator path seeds torch's global generator: keep it sequential
+    return max(1, caller_threads // cfg.estimation_threads)
 
 
 def informative_crop(luma: np.ndarray, size: int, *, margin: int = 0,
@@ -658,10 +719,12 @@ def fast_fit(
     threads = torch.get_num_threads()
     if cfg.estimation_threads and dev.type == "cpu":
         torch.set_num_threads(min(threads, cfg.estimation_threads))
+    workers = _crop_workers(cfg, dev, threads)
     try:
         if cfg.kernel_size is None:
             size, size_probe = probe_kernel_size(luma, cfg, prefilter=prefilter,
-                                                 noise=held_noise, device=dev, rank=attempt)
+                                                 noise=held_noise, device=dev, rank=attempt,
+                                                 workers=workers)
             cfg = replace(cfg, kernel_size=size)
         assert cfg.kernel_size is not None
         kh, kw = (s + cfg.kernel_margin for s in cfg.kernel_size)
@@ -669,14 +732,19 @@ def fast_fit(
         top, left, ch, cw = box
         plan = _plan(cfg, (ch, cw), (kh, kw))
         model = cfg.resolved_image_model
-        kernel, levels = _estimate(y_full, plan, cfg, model, dev, seed, on_step, held_noise)
-        others = []
-        for j in range(1, cfg.crops):
-            rank = attempt * cfg.crops + j
+
+        def other_crop(rank: int, check: StepCallback | None) -> Tensor:
             _, y_other = _estimation_crop(luma, cfg, (kh, kw), prefilter, dev, rank)
             other_plan = _plan(cfg, tuple(y_other.shape[-2:]), (kh, kw))  # type: ignore[arg-type]
-            others.append(_estimate(y_other, other_plan, cfg, model, dev, seed, None,
-                                    held_noise)[0])
+            return _estimate(y_other, other_plan, cfg, model, dev, seed, check, held_noise)[0]
+
+        jobs: list[Callable[[StepCallback | None], object]] = [
+            lambda report: _estimate(y_full, plan, cfg, model, dev, seed, report, held_noise)]
+        jobs += [lambda check, r=attempt * cfg.crops + j: other_crop(r, check)
+                 for j in range(1, cfg.crops)]
+        first, *others_out = _run_jobs(jobs, workers, cfg.estimation_threads, on_step)
+        kernel, levels = first  # type: ignore[misc]
+        others: list[Tensor] = others_out  # type: ignore[assignment]
         crop_distance = max((kernel_distance(kernel, k) for k in others), default=0.0)
         if cfg.variants:
             kernel, levels = _vote(kernel, levels, y_full, (ch, cw), cfg, dev, seed, on_step,
