@@ -337,6 +337,7 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
     canvas = min(cfg.max_kernel, min(luma.shape) // 2 - 1)
     canvas = max(7, canvas - (1 - canvas % 2))
     probe_cfg = replace(cfg, kernel_size=(canvas, canvas), kernel_margin=0, variants=())
+
     def measure(crop_rank: int, on_step: StepCallback | None) -> tuple[float, float]:
         """The blur extent (full-resolution px) in one crop, and the scale it was measured at."""
         _, y = _estimation_crop(luma, probe_cfg, (canvas, canvas), prefilter, dev, crop_rank)
