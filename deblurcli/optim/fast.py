@@ -734,18 +734,17 @@ def fast_fit(
         plan = _plan(cfg, (ch, cw), (kh, kw))
         model = cfg.resolved_image_model
 
-        def other_crop(rank: int, check: StepCallback | None) -> Tensor:
+        def other_crop(rank: int, check: StepCallback | None
+                       ) -> tuple[Tensor, list[dict[str, object]]]:
             _, y_other = _estimation_crop(luma, cfg, (kh, kw), prefilter, dev, rank)
             other_plan = _plan(cfg, tuple(y_other.shape[-2:]), (kh, kw))  # type: ignore[arg-type]
-            return _estimate(y_other, other_plan, cfg, model, dev, seed, check, held_noise)[0]
+            return _estimate(y_other, other_plan, cfg, model, dev, seed, check, held_noise)
 
-        jobs: list[Callable[[StepCallback | None], object]] = [
-            lambda report: _estimate(y_full, plan, cfg, model, dev, seed, report, held_noise)]
+        jobs = [lambda report: _estimate(y_full, plan, cfg, model, dev, seed, report, held_noise)]
         jobs += [lambda check, r=attempt * cfg.crops + j: other_crop(r, check)
                  for j in range(1, cfg.crops)]
-        first, *others_out = _run_jobs(jobs, workers, cfg.estimation_threads, on_step)
-        kernel, levels = first  # type: ignore[misc]
-        others: list[Tensor] = others_out  # type: ignore[assignment]
+        (kernel, levels), *rest = _run_jobs(jobs, workers, cfg.estimation_threads, on_step)
+        others = [k for k, _ in rest]
         crop_distance = max((kernel_distance(kernel, k) for k in others), default=0.0)
         if cfg.variants:
             kernel, levels = _vote(kernel, levels, y_full, (ch, cw), cfg, dev, seed, on_step,
