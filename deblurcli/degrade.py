@@ -152,6 +152,42 @@ def jpeg_degrade(image: np.ndarray, quality: int) -> np.ndarray:
     return out.reshape(image.shape)
 
 
+def resolution_loss(image: np.ndarray, factor: float) -> np.ndarray:
+    """Lose resolution as a shorter focal length or a smaller sensor does, at the same size.
+
+    The image is reduced by ``factor`` with pixel-area averaging (each low-resolution pixel
+    integrates the light that falls on it, which also aliases the finest detail) and brought back
+    to its size with bicubic interpolation. The transfer function is about flat up to
+    ``0.25 / factor`` cycles per pixel and carries no signal beyond ``0.5 / factor``: what the
+    City100 pairs show (docs/training.md, stage 5), unlike a Gaussian's gradual roll-off.
+
+    Args:
+        image: ``H × W`` or ``H × W × C`` float32 in [0, 1].
+        factor: Linear reduction, > 1 (2 halves the resolution).
+
+    Returns:
+        float32 array of the input's shape.
+    """
+    if not factor > 1.0:
+        raise ValueError(f"resolution factor must be > 1, got {factor}")
+    image = np.asarray(image, dtype=np.float32)
+    h, w = image.shape[:2]
+    small = (max(1, round(w / factor)), max(1, round(h / factor)))
+    low = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+    back = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(back.reshape(image.shape), 0.0, 1.0)
+
+
+def unsharp_mask(image: np.ndarray, sigma: float, amount: float) -> np.ndarray:
+    """In-camera sharpening: ``image + amount · (image − Gaussian_σ(image))``, clipped to [0, 1].
+
+    Shape: ``H × W`` or ``H × W × C`` float32 in, the same out.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    smooth = cv2.GaussianBlur(image, (0, 0), sigmaX=float(sigma), borderType=cv2.BORDER_REFLECT_101)
+    return np.clip(image + amount * (image - smooth.reshape(image.shape)), 0.0, 1.0)
+
+
 def average_frames(frames: Sequence[np.ndarray], *, gamma: float | None = 2.2) -> np.ndarray:
     """GoPro-style blur: the mean of consecutive sharp frames, computed in (approximately)
     linear light.
@@ -263,6 +299,14 @@ class Recipe:
     """Probability of a JPEG round trip at the end."""
     jpeg_quality: tuple[int, int] = (60, 95)
     """JPEG quality range [low, high]."""
+    resample_prob: float = 0.0
+    """Probability that the camera blur is replaced by a loss of resolution
+    (:func:`resolution_loss`), the lens/resolution blur of real pairs such as City100."""
+    resample_range: tuple[float, float] = (1.5, 3.5)
+    """Reduction factor of the resolution loss, drawn from U(low, high)."""
+    sharpen_prob: float = 0.0
+    """Probability of in-camera sharpening of the blurry image after the noise
+    (:func:`unsharp_mask`, σ ~ U(0.6, 1.6), amount ~ U(0.2, 1.0)); the target stays unsharpened."""
 
     @property
     def margin(self) -> int:
@@ -280,9 +324,14 @@ class Recipe:
             raise ValueError(f"kinds must be a non-empty subset of {KERNEL_KINDS}: {self.kinds}")
         if self.kind_weights and len(self.kind_weights) != len(self.kinds):
             raise ValueError("kind_weights must have one weight per kind")
-        for name in ("varying_prob", "object_prob", "clip_prob", "jpeg_prob", "srgb_blur_prob"):
+        for name in ("varying_prob", "object_prob", "clip_prob", "jpeg_prob", "srgb_blur_prob",
+                     "resample_prob", "sharpen_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        factors = tuple(self.resample_range)
+        if len(factors) != 2 or not 1.0 < factors[0] <= factors[1] <= 8.0:
+            raise ValueError(f"resample_range must satisfy 1 < low <= high <= 8, "
+                             f"got {self.resample_range}")
 
 
 SHAKE_BENCH_RECIPE = Recipe(
@@ -396,10 +445,11 @@ def synthesize(
 ) -> DegradedPair:
     """Degrade a sharp crop with one random draw of ``recipe``: the one pipeline of the project.
 
-    Order: (linear light) → highlight boost → camera blur (uniform or spatially varying) → moving
-    object → clip and back to the stored encoding → crop the margin → signal-dependent noise →
-    JPEG → 8-bit quantisation. The sharp target gets the same highlight boost and object, without
-    blur or noise, and is quantised the same way.
+    Order: (linear light) → highlight boost → camera blur (uniform or spatially varying) or loss of
+    resolution → moving object → clip and back to the stored encoding → crop the margin →
+    signal-dependent noise → in-camera sharpening → JPEG → 8-bit quantisation. The sharp target
+    gets the same highlight boost and object, without blur, noise or sharpening, and is quantised
+    the same way.
 
     Args:
         region: ``H × W × C`` float32 sharp pixels in [0, 1], carrying ``margin`` pixels of real
@@ -433,8 +483,19 @@ def synthesize(
     size = _odd_between(rng, *recipe.size_range)
     if kind != "motion":
         size = min(size, max(recipe.smooth_max, recipe.size_range[0]))
+    if recipe.resample_prob and rng.random() < recipe.resample_prob:
+        kind = "resample"
     details.update(kind=kind, size=size)
-    if kind == "motion" and recipe.varying_prob and rng.random() < recipe.varying_prob:
+    if kind == "resample":
+        factor = float(rng.uniform(*recipe.resample_range))
+        blurred = resolution_loss(linear, factor)
+        side = 2 * math.ceil(2 * factor) + 1
+        delta = np.zeros((side, side), dtype=np.float32)
+        delta[side // 2, side // 2] = 1.0
+        kernel = resolution_loss(delta, factor).astype(np.float64)  # the centre's response
+        kernel /= kernel.sum()
+        details.update(resample_factor=factor, size=side)
+    elif kind == "motion" and recipe.varying_prob and rng.random() < recipe.varying_prob:
         blurred, field_kernels = varying_shake_blur(linear, size, rng)
         kernel = field_kernels[len(field_kernels) // 2]
         details["varying"] = True
@@ -470,6 +531,10 @@ def synthesize(
     if read or shot:
         blurry = add_signal_dependent_noise(blurry, read, shot, rng)
     details.update(noise=read, shot=shot)
+    if recipe.sharpen_prob and rng.random() < recipe.sharpen_prob:
+        sigma, amount = float(rng.uniform(0.6, 1.6)), float(rng.uniform(0.2, 1.0))
+        blurry = unsharp_mask(blurry, sigma, amount)
+        details["sharpen"] = (sigma, amount)
     if recipe.jpeg_prob and rng.random() < recipe.jpeg_prob:
         quality = int(rng.integers(recipe.jpeg_quality[0], recipe.jpeg_quality[1] + 1))
         blurry = jpeg_degrade(blurry, quality)
@@ -493,6 +558,8 @@ __all__ = [
     "jpeg_degrade",
     "quantize8",
     "read_frame_sequence",
+    "resolution_loss",
     "synthesize",
+    "unsharp_mask",
     "varying_shake_blur",
 ]

@@ -27,8 +27,9 @@ def write_images(
     return paths
 
 
-def tiny_config(images: Path, **values: Any) -> TrainConfig:
-    """A config training the registry's tiny residual U-net on 32 px crops of ``images``."""
+def tiny_config(images: Path, arch: str = "residual_unet", **values: Any) -> TrainConfig:
+    """A config training the registry's tiny ``arch`` (a residual U-net unless given) on 32 px
+    crops of ``images``."""
     from deblurcli.archs import REGISTRY
 
     overrides = {
@@ -50,7 +51,8 @@ def tiny_config(images: Path, **values: Any) -> TrainConfig:
         "checkpoint.every": 10,
         "optim.lr": 3e-3,
         "model.ema_decay": 0.9,
-        **{f"model.config.{k}": v for k, v in REGISTRY["residual_unet"].tiny_config.items()},
+        "model.arch": arch,
+        **{f"model.config.{k}": v for k, v in REGISTRY[arch].tiny_config.items()},
         **values,
     }
     return load_config(None, [f"{k}={_literal(v)}" for k, v in overrides.items()])
@@ -96,6 +98,6 @@ def _literal(value: Any) -> str:
         return "true" if value else "false"
     return (
         repr(value)
-        if not isinstance(value, list)
+        if not isinstance(value, (list, tuple))
         else "[" + ", ".join(_literal(v) for v in value) + "]"
     )

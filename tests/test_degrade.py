@@ -14,6 +14,8 @@ from deblurcli.degrade import (
     convolve,
     jpeg_degrade,
     read_frame_sequence,
+    resolution_loss,
+    unsharp_mask,
 )
 from deblurcli.errors import UsageError
 
@@ -140,3 +142,32 @@ def test_average_reproduces_gopro_dev_pair() -> None:
     psnr = 10 * np.log10(1 / np.mean((avg - blurred) ** 2))
     assert psnr > 45
     assert 10 * np.log10(1 / np.mean((load(files[n // 2]) - sharp) ** 2)) > 40
+
+
+def _band_energy(image: np.ndarray, low: float, high: float) -> float:
+    """Power of a grey image between ``low`` and ``high`` cycles per pixel (radial)."""
+    spectrum = np.abs(np.fft.fft2(image - image.mean())) ** 2
+    fy = np.fft.fftfreq(image.shape[0])[:, None]
+    fx = np.fft.fftfreq(image.shape[1])[None, :]
+    radius = np.hypot(fy, fx)
+    return float(spectrum[(radius >= low) & (radius < high)].sum())
+
+
+def test_resolution_loss_keeps_coarse_detail_and_removes_fine_detail() -> None:
+    noise = np.random.default_rng(1).random((128, 128), dtype=np.float32)
+    lost = resolution_loss(noise, 3.0)
+    assert lost.shape == noise.shape and lost.dtype == np.float32
+    # below a quarter of the new Nyquist frequency (0.5 / 3) most power survives ...
+    assert _band_energy(lost, 0.0, 0.04) > 0.5 * _band_energy(noise, 0.0, 0.04)
+    # ... and from the new Nyquist frequency up almost none does
+    assert _band_energy(lost, 0.2, 0.5) < 0.05 * _band_energy(noise, 0.2, 0.5)
+    with pytest.raises(ValueError, match="> 1"):
+        resolution_loss(noise, 1.0)
+
+
+def test_unsharp_mask_adds_fine_detail_and_zero_amount_is_identity() -> None:
+    image = _image(64, 64, 1)[..., 0] * 0.2 + 0.4  # white noise, far from the clipping limits
+    assert np.array_equal(unsharp_mask(image, 1.0, 0.0), image)
+    sharpened = unsharp_mask(image, 1.0, 1.0)
+    assert sharpened.shape == image.shape
+    assert _band_energy(sharpened, 0.2, 0.5) > 2.0 * _band_energy(image, 0.2, 0.5)

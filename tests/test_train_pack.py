@@ -187,6 +187,40 @@ def test_warm_start_begins_at_the_given_weights_and_records_lineage(
     assert init_c["parent_steps"] == 7 and init_c["parent_sha256"] == sha256_file(exported)
 
 
+def test_a_resolution_loss_pair_keeps_its_target_and_reports_its_kernel() -> None:
+    from dataclasses import replace
+
+    region = np.random.default_rng(0).random((72, 72, 3), dtype=np.float32)
+    plain = replace(RICH, object_prob=0.0, clip_prob=0.0, linear_light=False)
+    lens = synthesize(region, np.random.default_rng(5), replace(plain, resample_prob=1.0,
+                                                              sharpen_prob=1.0))
+    assert lens.details["kind"] == "resample" and "sharpen" in lens.details
+    assert 1.5 <= float(lens.details["resample_factor"]) <= 3.5  # type: ignore[arg-type]
+    assert lens.kernel.sum() == pytest.approx(1.0) and lens.kernel.shape[0] % 2 == 1
+    # the target is the sharp crop either way: neither step touches it
+    blur = synthesize(region, np.random.default_rng(5), plain)
+    assert np.array_equal(lens.sharp, blur.sharp)
+    assert not np.array_equal(lens.blurry, blur.blurry)
+    for bad in ((1.0, 2.0), (3.0, 2.0), (2.0,)):
+        with pytest.raises(ValueError, match="resample_range"):
+            replace(plain, resample_range=bad).check()
+
+
+def test_warm_start_from_an_exported_model_whose_config_has_lists(
+    images: Path, tmp_path: Path
+) -> None:
+    """NAFNet's block counts are tuples in the dataclass and lists in the file's JSON metadata:
+    a warm start with the same architecture must not need ``run.init_grow``."""
+    from deblurcli.train.export import export_run
+
+    options = {"run.steps": 2, "run.val_every": 0, "val.crop": 32}
+    fit(tiny_config(images, "nafnet", **options), tmp_path / "a")
+    entry = export_run(tmp_path / "a", name="tiny", tag="n", weights_dir=tmp_path / "w")
+    exported = str(tmp_path / "w" / entry["file"])
+    child = fit(tiny_config(images, "nafnet", **options, **{"run.init": exported}), tmp_path / "b")
+    assert child.checkpoint is not None
+
+
 def test_warm_start_refuses_another_architecture_config(images: Path, tmp_path: Path) -> None:
     fit(tiny_config(images, **{"run.steps": 2, "run.val_every": 0}), tmp_path / "a")
     cfg = tiny_config(images, **{"run.init": str(tmp_path / "a"), "model.config.width": 8})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from typing import Any
 
 from torch import nn
@@ -51,8 +52,9 @@ def build(arch: str, config: dict[str, Any] | None = None) -> nn.Module:
 
 
 def config_of(model: nn.Module) -> dict[str, Any]:
-    """The plain-JSON config a registered model was built with."""
-    return dataclasses.asdict(model.config)  # type: ignore[arg-type]
+    """The plain-JSON config a registered model was built with (tuples become lists, as they
+    are after a round trip through a checkpoint's metadata, so the two compare equal)."""
+    return json.loads(json.dumps(dataclasses.asdict(model.config)))  # type: ignore[arg-type]
 
 
 def list_archs() -> list[str]:

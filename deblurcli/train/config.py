@@ -116,6 +116,12 @@ class DataConfig:
     """Blur in linear light (gamma 2.2) as a sensor does."""
     srgb_blur_prob: float = 0.0
     """With ``linear_light``: the share of pairs blurred in their sRGB values instead."""
+    resample_prob: float = 0.0
+    """Share of pairs whose blur is a loss of resolution (City100-like lens/resolution blur)."""
+    resample_range: list[float] = field(default_factory=lambda: [1.5, 3.5])
+    """Reduction factor of that resolution loss, [low, high]."""
+    sharpen_prob: float = 0.0
+    """Probability of in-camera sharpening (unsharp mask) of the blurry image."""
     noise_max: float = 0.02
     """Read-noise sigma drawn from U(0, noise_max) (on [0, 1])."""
     shot_noise_max: float = 0.0
@@ -380,6 +386,9 @@ def recipe_of(data: DataConfig) -> Any:
         shot_noise_max=data.shot_noise_max,
         jpeg_prob=data.jpeg_prob,
         jpeg_quality=(data.jpeg_quality[0], data.jpeg_quality[1]),
+        resample_prob=data.resample_prob,
+        resample_range=tuple(float(v) for v in data.resample_range),
+        sharpen_prob=data.sharpen_prob,
     )
 
 
