@@ -157,9 +157,9 @@ def resolution_loss(image: np.ndarray, factor: float) -> np.ndarray:
 
     The image is reduced by ``factor`` with pixel-area averaging (each low-resolution pixel
     integrates the light that falls on it, which also aliases the finest detail) and brought back
-    to its size with bicubic interpolation. The transfer function is about flat up to
-    ``0.25 / factor`` cycles per pixel and carries no signal beyond ``0.5 / factor``: what the
-    City100 pairs show (docs/training.md, stage 5), unlike a Gaussian's gradual roll-off.
+    to its size with bicubic interpolation. Detail well below ``0.5 / factor`` cycles per pixel
+    passes nearly unchanged and almost nothing passes above it, the shape the City100 pairs show
+    (docs/training.md, stage 5), unlike a Gaussian's gradual roll-off.
 
     Args:
         image: ``H × W`` or ``H × W × C`` float32 in [0, 1].
