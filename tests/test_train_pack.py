@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +120,6 @@ def test_synthesize_is_seeded_and_quantised() -> None:
 
 
 def test_srgb_blur_share_blurs_some_pairs_in_stored_values() -> None:
-    from dataclasses import replace
-
     # a black/white pattern: blurring in linear light brightens it, in sRGB keeps its mean
     region = (np.indices((60, 60)).sum(0) % 2).astype(np.float32)[..., None].repeat(3, 2)
     plain = replace(Recipe(kinds=("gaussian",), size_range=(9, 9), noise_range=(0.0, 0.0)),
@@ -188,8 +187,6 @@ def test_warm_start_begins_at_the_given_weights_and_records_lineage(
 
 
 def test_a_resolution_loss_pair_keeps_its_target_and_reports_its_kernel() -> None:
-    from dataclasses import replace
-
     region = np.random.default_rng(0).random((72, 72, 3), dtype=np.float32)
     plain = replace(RICH, object_prob=0.0, clip_prob=0.0, linear_light=False)
     lens = synthesize(region, np.random.default_rng(5), replace(plain, resample_prob=1.0,
