@@ -16,12 +16,14 @@ from deblurcli.kernels import motion_kernel
 from deblurcli.noise import estimate_noise_sigma
 from deblurcli.optim.fast import (
     LUMA_WEIGHTS,
+    MAX_MISFIT,
     FastConfig,
     degenerate,
     fast_fit,
     informative_crop,
     kernel_extent,
     probe_kernel_size,
+    reblur_misfit,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,6 +90,21 @@ def test_degenerate_results_are_flagged() -> None:
     line = torch.from_numpy(_line(21, 31)).float()
     assert degenerate(line, {"extent": 21.0}, 1.02)[0] == ("not-sharper",)
     assert degenerate(line, {"extent": 21.0}, 1.6) == ((), "")
+
+
+def test_reblur_misfit_tells_the_right_kernel_from_a_wrong_one() -> None:
+    rng = np.random.default_rng(4)
+    sharp = 0.1 + 0.8 * np.kron(rng.random((12, 12, 3)), np.ones((12, 12, 1)))
+    kernel = _line(15, 21)
+    sigma = 0.01
+    blurry = (convolve(sharp, kernel) + rng.normal(0.0, sigma, sharp.shape)).astype(np.float32)
+    right = reblur_misfit(sharp.astype(np.float32), blurry, kernel, sigma)
+    wrong_kernel = _line(15, 21, angle=0.3 + np.pi / 2)
+    wrong = reblur_misfit(sharp.astype(np.float32), blurry, wrong_kernel, sigma)
+    assert 0.8 < right < 1.2  # the residual is the noise
+    assert wrong > 2 * MAX_MISFIT
+    flags, why = degenerate(torch.from_numpy(wrong_kernel).float(), {"extent": 15.0}, 1.6, wrong)
+    assert flags == ("kernel-misfit",) and "does not explain" in why
 
 
 def test_a_sharp_photo_is_returned_unchanged_and_flagged() -> None:

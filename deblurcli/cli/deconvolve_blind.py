@@ -35,8 +35,8 @@ def deconvolve_blind(
         "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
     restarts: Annotated[int, typer.Option(min=0, help=(
-        "On a degenerate result (near-delta or shrunk kernel, output no sharper than the input, "
-        "black image) run again with the next seed and, in the fast preset, the next most "
+        "On a degenerate result (near-delta or shrunk kernel, a kernel that does not explain "
+        "the photo, output no sharper than the input, black image) run again with the next seed and, in the fast preset, the next most "
         "informative crop, up to this many times. A fast run that stays degenerate returns the "
         "photo unchanged, with a warning."))] = 0,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(

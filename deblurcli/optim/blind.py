@@ -153,8 +153,9 @@ def deconvolve_blind(
         iters: ``paper``: main steps (default 5000); ``fast``: sweeps (pixel model) or steps
             (generator model) per pyramid level.
         seed: Seeds every random draw; CPU runs are bit-reproducible.
-        restarts: When a run ends in a degenerate solution (near-delta or shrunk kernel, an
-            output no sharper than the input, a collapsed image; ``specs/vdip.md`` §10.5), run
+        restarts: When a run ends in a degenerate solution (near-delta or shrunk kernel, a
+            kernel whose reblurred restoration misses the photo, an output no sharper than the
+            input, a collapsed image; ``specs/vdip.md`` §10.5), run
             again with the next seed (the fast preset also moves to the next most informative
             crop), at most this many times; the first clean run is returned, else the last
             one — whose image, in the fast preset, is the unchanged input.
@@ -224,7 +225,9 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] 
                "kernel_size_from": "given" if kernel_size else "estimated",
                "size_probe": result.size_probe, "noise_sigma": round(result.noise_sigma or 0, 5),
                "prefilter": round(result.prefilter, 3), "nonblind_weight": result.weight,
-               "sharpening": round(result.sharpening, 3), "fallback": bool(result.collapse),
+               "sharpening": round(result.sharpening, 3), "misfit": round(result.misfit, 3),
+               "crop_distance": round(result.crop_distance, 3),
+               "fallback": bool(result.collapse),
                "image_model": cfg.resolved_image_model,
                "levels": result.levels, "crop_box": list(result.crop_box),
                "kernel_shape": list(result.kernel.shape), "seconds": round(result.seconds, 3),
