@@ -36,9 +36,9 @@ def deconvolve_blind(
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
     restarts: Annotated[int, typer.Option(min=0, help=(
         "On a degenerate result (near-delta or shrunk kernel, a kernel that does not explain "
-        "the photo, output no sharper than the input, black image) run again with the next seed and, in the fast preset, the next most "
-        "informative crop, up to this many times. A fast run that stays degenerate returns the "
-        "photo unchanged, with a warning."))] = 0,
+        "the photo, output no sharper than the input, black image) run again with the next "
+        "seed and, in the fast preset, the next most informative crop, up to this many times. "
+        "A fast run that stays degenerate returns the photo unchanged, with a warning."))] = 0,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
