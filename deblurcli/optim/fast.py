@@ -854,18 +854,17 @@ def reblur_misfit(restored: np.ndarray, blurry: np.ndarray, kernel: Tensor | np.
     Shape:
         - restored, blurry: :math:`(H, W, C)`; kernel: :math:`(h, w)`
     """
-    k = torch.as_tensor(np.asarray(kernel.detach().cpu() if isinstance(kernel, Tensor)
-                                   else kernel, np.float32))
-    kh, kw = k.shape
-    x = torch.from_numpy(np.ascontiguousarray(_luma(np.clip(restored, 0, 1))))[None, None]
-    y = torch.from_numpy(np.ascontiguousarray(_luma(blurry)))[None, None]
-    reblurred = F.conv2d(x.float(), k.flip(0, 1)[None, None], padding=(kh // 2, kw // 2))
-    border = max(kh, kw) // 2 + 4
-    diff = (reblurred - y.float())[..., border:-border, border:-border]
-    if diff.numel() == 0:
+    from deblurcli.degrade import convolve
+
+    k = np.asarray(kernel.detach().cpu() if isinstance(kernel, Tensor) else kernel, np.float64)
+    reblurred = convolve(_luma(np.clip(restored, 0, 1)), k)
+    border = max(k.shape) // 2 + 4
+    diff = (reblurred - _luma(blurry))[border:-border, border:-border]
+    if diff.size == 0:
         return 0.0
     luma_noise = noise * (LUMA_NOISE_GAIN if blurry.shape[2] == 3 else 1.0)
-    return float(diff.square().mean().sqrt()) / max(luma_noise, MISFIT_NOISE_FLOOR)
+    rms = float(np.sqrt(np.mean(np.square(diff, dtype=np.float64))))
+    return rms / max(luma_noise, MISFIT_NOISE_FLOOR)
 
 
 def degenerate(kernel: Tensor, size_probe: dict[str, object], sharpening: float,
