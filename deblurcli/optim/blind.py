@@ -155,10 +155,10 @@ def deconvolve_blind(
         seed: Seeds every random draw; CPU runs are bit-reproducible.
         restarts: When a run ends in a degenerate solution (near-delta or shrunk kernel, a
             kernel whose reblurred restoration misses the photo, an output no sharper than the
-            input, a collapsed image; ``specs/vdip.md`` §10.5), run
-            again with the next seed (the fast preset also moves to the next most informative
-            crop), at most this many times; the first clean run is returned, else the last
-            one — whose image, in the fast preset, is the unchanged input.
+            input, a collapsed image; ``specs/vdip.md`` §10.5), run again with the next seed
+            (the fast preset also moves to the next most informative crop), at most this many
+            times; the first clean run is returned, else the last one — whose image, in the
+            fast preset, is the unchanged input.
         device: ``auto``, ``cpu``, ``cuda``, ... or a torch device.
         on_progress: ``(done, total, loss, phase)`` after every step.
         **overrides: Fields of :class:`~deblurcli.optim.vdip.VDIPConfig` (paper) or

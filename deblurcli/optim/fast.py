@@ -40,6 +40,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from deblurcli.archs.dip_nets import SkipNetConfig
+from deblurcli.degrade import convolve
 from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 from deblurcli.optim import ops
 from deblurcli.optim.vdip import _TRAITS, METHODS, BlindDeconvolutionError, VDIPConfig, fit
@@ -713,7 +714,7 @@ def fast_fit(
 
     luma = _luma(pixels)
     sigma = cfg.noise_sigma if cfg.noise_sigma is not None else estimate_noise_sigma(pixels)
-    luma_noise = sigma * LUMA_NOISE_GAIN if pixels.shape[2] == 3 else sigma
+    luma_noise = _luma_noise(sigma, pixels.shape[2])
     if cfg.kernel_threshold < 0:
         cfg = replace(cfg, kernel_threshold=auto_kernel_threshold(luma_noise))
     noisy = luma_noise > cfg.fixed_beta_above
@@ -854,17 +855,14 @@ def reblur_misfit(restored: np.ndarray, blurry: np.ndarray, kernel: Tensor | np.
     Shape:
         - restored, blurry: :math:`(H, W, C)`; kernel: :math:`(h, w)`
     """
-    from deblurcli.degrade import convolve
-
     k = np.asarray(kernel.detach().cpu() if isinstance(kernel, Tensor) else kernel, np.float64)
     reblurred = convolve(_luma(np.clip(restored, 0, 1)), k)
     border = max(k.shape) // 2 + 4
     diff = (reblurred - _luma(blurry))[border:-border, border:-border]
     if diff.size == 0:
         return 0.0
-    luma_noise = noise * (LUMA_NOISE_GAIN if blurry.shape[2] == 3 else 1.0)
     rms = float(np.sqrt(np.mean(np.square(diff, dtype=np.float64))))
-    return rms / max(luma_noise, MISFIT_NOISE_FLOOR)
+    return rms / max(_luma_noise(noise, blurry.shape[2]), MISFIT_NOISE_FLOOR)
 
 
 def degenerate(kernel: Tensor, size_probe: dict[str, object], sharpening: float,
@@ -904,6 +902,11 @@ def degenerate(kernel: Tensor, size_probe: dict[str, object], sharpening: float,
 
 LUMA_NOISE_GAIN = math.sqrt(sum(w * w for w in _BT601))
 """Noise std of BT.601 luma relative to i.i.d. noise of the same std on R, G and B."""
+
+
+def _luma_noise(sigma: float, channels: int) -> float:
+    """Noise std of the luma plane for per-channel noise ``sigma`` (grey photos: ``sigma``)."""
+    return sigma * LUMA_NOISE_GAIN if channels == 3 else sigma
 
 
 def _gaussian_filter(y: Tensor, sigma: float) -> Tensor:
