@@ -18,6 +18,7 @@ from deblurcli.optim.fast import (
     LUMA_WEIGHTS,
     MAX_MISFIT,
     FastConfig,
+    choose_kernel,
     degenerate,
     fast_fit,
     informative_crop,
@@ -105,6 +106,26 @@ def test_reblur_misfit_tells_the_right_kernel_from_a_wrong_one() -> None:
     assert wrong > 2 * MAX_MISFIT
     flags, why = degenerate(torch.from_numpy(wrong_kernel).float(), {"extent": 15.0}, 1.6, wrong)
     assert flags == ("kernel-misfit",) and "does not explain" in why
+
+
+def test_the_kernel_choice_keeps_the_kernel_that_explains_the_photo() -> None:
+    rng = np.random.default_rng(5)
+    sharp = 0.1 + 0.8 * np.kron(rng.random((12, 12, 3)), np.ones((12, 12, 1)))
+    kernel = _line(15, 21)
+    blurry = (convolve(sharp, kernel) + rng.normal(0.0, 0.01, sharp.shape)).astype(np.float32)
+    wrong = torch.from_numpy(_line(15, 21, angle=0.3 + np.pi / 2)).float()
+    right = torch.from_numpy(kernel).float()
+    for order, expected in (([wrong, right], 1), ([right, wrong], 0)):
+        chosen, misfits, restored = choose_kernel(blurry, order, (21, 21), 0.01,
+                                                  "hyperlaplacian", {"weight": 1e-3})
+        assert chosen == expected and misfits[1 - expected] > 2 * misfits[expected]
+        assert restored.shape == blurry.shape
+        assert reblur_misfit(restored, blurry, kernel, 0.01) == pytest.approx(misfits[expected],
+                                                                             abs=1e-4)
+    # a region smaller than the photo is compared when asked (the central side² pixels)
+    chosen, _, restored = choose_kernel(blurry, [wrong, right], (21, 21), 0.01,
+                                        "hyperlaplacian", {"weight": 1e-3}, side=100)
+    assert chosen == 1 and restored.shape == (100, 100, 3)
 
 
 def test_a_sharp_photo_is_returned_unchanged_and_flagged() -> None:

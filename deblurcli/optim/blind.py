@@ -227,6 +227,7 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] 
                "prefilter": round(result.prefilter, 3), "nonblind_weight": result.weight,
                "sharpening": round(result.sharpening, 3), "misfit": round(result.misfit, 3),
                "crop_distance": round(result.crop_distance, 3),
+               "chosen_crop": result.chosen_crop, "crop_misfits": list(result.crop_misfits),
                "fallback": bool(result.collapse),
                "image_model": cfg.resolved_image_model,
                "levels": result.levels, "crop_box": list(result.crop_box),
