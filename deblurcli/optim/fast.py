@@ -244,7 +244,7 @@ class FastResult:
     kernel: np.ndarray
     """Kernel in true-convolution orientation, centred, sum 1 (``h×w`` float64)."""
     crop_box: tuple[int, int, int, int]
-    """``(top, left, height, width)`` of the kernel-estimation crop."""
+    """``(top, left, height, width)`` of the first (most informative) kernel-estimation crop."""
     levels: list[dict[str, object]]
     """Per level: scale, image and kernel size, steps run, seconds."""
     warnings: list[str]
