@@ -116,15 +116,15 @@ def test_the_kernel_choice_keeps_the_kernel_that_explains_the_photo() -> None:
     wrong = torch.from_numpy(_line(15, 21, angle=0.3 + np.pi / 2)).float()
     right = torch.from_numpy(kernel).float()
     for order, expected in (([wrong, right], 1), ([right, wrong], 0)):
-        chosen, misfits, restored = choose_kernel(blurry, order, (21, 21), 0.01,
-                                                  "hyperlaplacian", {"weight": 1e-3})
+        chosen, misfits, restored = choose_kernel(blurry, order, 0.01, "hyperlaplacian",
+                                                  {"weight": 1e-3})
         assert chosen == expected and misfits[1 - expected] > 2 * misfits[expected]
         assert restored.shape == blurry.shape
         assert reblur_misfit(restored, blurry, kernel, 0.01) == pytest.approx(misfits[expected],
                                                                              abs=1e-4)
     # a region smaller than the photo is compared when asked (the central side² pixels)
-    chosen, _, restored = choose_kernel(blurry, [wrong, right], (21, 21), 0.01,
-                                        "hyperlaplacian", {"weight": 1e-3}, side=100)
+    chosen, _, restored = choose_kernel(blurry, [wrong, right], 0.01, "hyperlaplacian",
+                                        {"weight": 1e-3}, side=100)
     assert chosen == 1 and restored.shape == (100, 100, 3)
 
 

@@ -776,26 +776,26 @@ def fast_fit(
     finally:
         torch.set_num_threads(threads)
     warnings: list[str] = []
-    planes = hwc_to_tensor(pixels).to(dev)
     params = dict(cfg.nonblind_params)
     if cfg.nonblind == "hyperlaplacian" and "weight" not in params:
         params["weight"] = max(cfg.min_weight, cfg.weight_factor * noise_weight(sigma))
+    # centred and cut to the requested size: (kernel, mass cut off) per crop
+    candidates = [_crop_kernel(ops.center_kernel(k)[0], cfg.kernel_size) for k in (kernel, *others)]
     chosen, crop_misfits, image = 0, (), None
     if cfg.kernel_choice == "misfit" and others:
         chosen, crop_misfits, region = choose_kernel(
-            pixels, [kernel, *others], cfg.kernel_size, sigma, cfg.nonblind, params,
+            pixels, [k for k, _ in candidates], sigma, cfg.nonblind, params,
             side=cfg.choice_side, device=dev)
-        kernel = [kernel, *others][chosen]
         if region.shape == pixels.shape:  # the whole photo was compared: its solve is the result
             image = region
-    kernel, _ = ops.center_kernel(kernel)
-    kernel, spill = _crop_kernel(kernel, cfg.kernel_size)
+    kernel, spill = candidates[chosen]
     if spill > SPILL_WARNING:
         warnings.append(
             f"{spill:.0%} of the estimated kernel lay outside the requested "
             f"{cfg.kernel_size[0]}x{cfg.kernel_size[1]} and was cut off; the blur may be larger: "
             "try a larger --kernel-size")
     if image is None:
+        planes = hwc_to_tensor(pixels).to(dev)
         image = tensor_to_hwc(deconvolve(planes, kernel, method=cfg.nonblind, **params))
         image = image.astype(np.float32)
     sharpening = edge_sharpness(image, sigma) / edge_sharpness(pixels, sigma)
@@ -816,8 +816,8 @@ def fast_fit(
     )
 
 
-def choose_kernel(pixels: np.ndarray, kernels: list[Tensor], size: tuple[int, int], sigma: float,
-                  nonblind: str, params: dict[str, float], *, side: int = 1024,
+def choose_kernel(pixels: np.ndarray, kernels: list[Tensor], sigma: float, nonblind: str,
+                  params: dict[str, float], *, side: int = 1024,
                   device: torch.device | None = None
                   ) -> tuple[int, tuple[float, ...], np.ndarray]:
     """The kernel that best explains the photo: each restores the central ``side``² pixels
@@ -825,8 +825,7 @@ def choose_kernel(pixels: np.ndarray, kernels: list[Tensor], size: tuple[int, in
 
     Args:
         pixels: The blurry photo, ``H×W×C`` float in [0, 1].
-        kernels: Candidate kernels (true-convolution orientation), e.g. one per crop.
-        size: The kernel size each candidate is centred and cropped to before the solve.
+        kernels: Candidate kernels (true-convolution orientation, centred), e.g. one per crop.
         sigma: The photo's noise std.
         nonblind: The non-blind solver (:data:`deblurcli.deconv.METHODS`).
         params: Its keyword parameters.
@@ -849,8 +848,7 @@ def choose_kernel(pixels: np.ndarray, kernels: list[Tensor], size: tuple[int, in
     planes = hwc_to_tensor(np.ascontiguousarray(pixels)).to(device or "cpu")
     misfits: list[float] = []
     best: np.ndarray | None = None
-    for candidate in kernels:
-        k, _ = _crop_kernel(ops.center_kernel(candidate)[0], size)
+    for k in kernels:
         image = tensor_to_hwc(deconvolve(planes, k, method=nonblind, **params)).astype(np.float32)
         misfits.append(reblur_misfit(image, pixels, k, sigma))
         if best is None or misfits[-1] < min(misfits[:-1]):
