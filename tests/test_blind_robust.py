@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from deblurcli.deconv import NOISE_WEIGHT_RANGE, noise_weight
+from deblurcli.deconv import NOISE_WEIGHT_RANGE, fast_fft_size, noise_weight
 from deblurcli.degrade import _line_kernel, convolve
 from deblurcli.io import read_image
 from deblurcli.kernels import motion_kernel
@@ -18,6 +18,7 @@ from deblurcli.optim.fast import (
     LUMA_WEIGHTS,
     MAX_MISFIT,
     FastConfig,
+    _Grid,
     choose_kernel,
     degenerate,
     fast_fit,
@@ -196,3 +197,34 @@ def test_a_failing_crop_estimate_stops_the_parallel_ones() -> None:
     assert 0 < len(sweeps) < 200  # stopped at its next sweep, not run to the end
     assert _run_jobs([lambda _cb: 1, lambda _cb: 2, lambda _cb: 3], workers=2, threads=None) \
         == [1, 2, 3]
+
+
+@pytest.mark.parametrize("n", [1, 7, 11, 97, 331, 337, 1009])
+def test_fast_fft_size_is_the_next_7_smooth_length(n: int) -> None:
+    size = fast_fft_size(n)
+    rest = size
+    for p in (2, 3, 5, 7):
+        while rest % p == 0:
+            rest //= p
+    assert size >= n and rest == 1
+    assert all(fast_fft_size(m) == size for m in range(n, size + 1))  # nothing smaller skipped
+
+
+def test_the_padded_fft_grid_gives_exact_valid_correlation_and_its_adjoint() -> None:
+    """The estimation's FFTs run on a 7-smooth grid larger than the problem (331 -> 336); the
+    extra zeros must not wrap into what is kept: A x equals the direct valid correlation and
+    <A x, r> = <x, A^T r>."""
+    gen = torch.Generator().manual_seed(0)
+    ho, wo, kh, kw = 301, 283, 31, 23  # latent 331 x 305: 331 is prime
+    x = torch.rand(ho + kh - 1, wo + kw - 1, generator=gen, dtype=torch.float64)
+    k = torch.rand(kh, kw, generator=gen, dtype=torch.float64)
+    r = torch.rand(ho, wo, generator=gen, dtype=torch.float64)
+    grid = _Grid(tuple(x.shape))
+    assert grid.fft_shape == (336, 315) and grid.fft_shape != tuple(x.shape)
+    k_f = grid.f(k)
+    ax = grid.i(grid.f(x) * k_f.conj())[:ho, :wo]
+    direct = torch.nn.functional.conv2d(x[None, None], k[None, None])[0, 0]
+    assert torch.allclose(ax, direct, atol=1e-10)
+    atr = grid.i(grid.f(r) * k_f)
+    assert atr.shape == x.shape
+    assert torch.allclose((ax * r).sum(), (x * atr).sum(), rtol=1e-12)

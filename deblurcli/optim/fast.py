@@ -40,6 +40,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from deblurcli.archs.dip_nets import SkipNetConfig
+from deblurcli.deconv import fast_fft_size
 from deblurcli.degrade import convolve
 from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 from deblurcli.optim import ops
@@ -550,16 +551,23 @@ def _pcg(apply: Callable[[Tensor], Tensor], b: Tensor, x: Tensor, precond: Tenso
 
 
 class _Grid:
-    """Real FFTs on a fixed grid; valid correlation ``A`` and its adjoints by products."""
+    """Real FFTs for a ``shape`` grid; valid correlation ``A`` and its adjoints by products.
+
+    The transforms run on the next fast size (:func:`~deblurcli.deconv.fast_fft_size`) at least
+    ``shape``: every product here is a correlation or convolution of a signal and a kernel that
+    together fit in ``shape``, so the extra zeros never wrap into the kept ``shape`` corner, and
+    :meth:`i` returns just that corner.
+    """
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
+        self.fft_shape = (fast_fft_size(shape[0]), fast_fft_size(shape[1]))
 
     def f(self, t: Tensor) -> Tensor:
-        return torch.fft.rfft2(t, s=self.shape)
+        return torch.fft.rfft2(t, s=self.fft_shape)
 
     def i(self, t: Tensor) -> Tensor:
-        return torch.fft.irfft2(t, s=self.shape)
+        return torch.fft.irfft2(t, s=self.fft_shape)[..., : self.shape[0], : self.shape[1]]
 
 
 def _vb_level(y: Tensor, k: Tensor, cfg: FastConfig, *, with_sigma: bool,

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from deblurcli.deconv import fast_fft_size
+
 __all__ = [
     "blur_valid",
     "blur_valid_fft",
@@ -73,8 +75,9 @@ def blur_valid(x: Tensor, k: Tensor) -> Tensor:
 def blur_valid_fft(x: Tensor, k: Tensor) -> Tensor:
     """Same result as :func:`blur_valid`, computed with real FFTs (faster for large kernels).
 
-    The circular correlation over the ``H'×W'`` grid equals the valid correlation on the first
-    ``H'-h+1`` rows and ``W'-w+1`` columns, so no extra padding is needed.
+    The circular correlation over any grid of at least ``H'×W'`` equals the valid correlation on
+    the first ``H'-h+1`` rows and ``W'-w+1`` columns; the grid is the next fast FFT size
+    (:func:`deblurcli.deconv.fast_fft_size`), several times faster than a prime side.
 
     Shape:
         - x: :math:`(N, C, H', W')`
@@ -85,9 +88,10 @@ def blur_valid_fft(x: Tensor, k: Tensor) -> Tensor:
     _check_kernel(k, x)
     h, w = x.shape[-2:]
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # no FFT in half types
-    spec = torch.fft.rfft2(x.to(dtype), s=(h, w))
-    kspec = torch.fft.rfft2(k.to(dtype), s=(h, w))
-    full = torch.fft.irfft2(spec * kspec.conj(), s=(h, w))
+    grid = (fast_fft_size(h), fast_fft_size(w))
+    spec = torch.fft.rfft2(x.to(dtype), s=grid)
+    kspec = torch.fft.rfft2(k.to(dtype), s=grid)
+    full = torch.fft.irfft2(spec * kspec.conj(), s=grid)
     return full[..., : h - k.shape[0] + 1, : w - k.shape[1] + 1].to(x.dtype)
 
 
