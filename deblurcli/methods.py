@@ -150,7 +150,7 @@ METHODS: tuple[MethodSpec, ...] = (
         description="residual U-net baseline trained on synthetic blur; weak on real blur",
     ),
     _network(
-        "uml-in", arch="uml_in", module="deblurcli.archs.uml_in", checkpoint="uml-in@cpu-v1",
+        "uml-in", arch="uml_in", module="deblurcli.archs.uml_in", checkpoint="uml-in@cpu-v2",
         description="two-branch invertible wavelet U-net: the sharp inverse decodes blur latents",
     ),
     _network(

@@ -171,14 +171,15 @@ def test_training_config_is_the_cpu_preset_and_trains_through_the_loop(tmp_path:
     assert {"mse", "latent_guidance", "latent_l1"} <= set(train[-1]) and "ssim" not in train[-1]
 
 
-def test_shipped_weights_stay_invertible_and_change_the_photo() -> None:
-    """The released uml-in@cpu-v1 is the cpu preset, both branches still invert exactly after
-    training, and it is not the identity any more."""
+@pytest.mark.parametrize("ref", ["uml-in@cpu-v1", "uml-in@cpu-v2"])
+def test_shipped_weights_stay_invertible_and_change_the_photo(ref: str) -> None:
+    """Each released UML-IN checkpoint is the cpu preset, both branches still invert exactly
+    after training, and it is not the identity any more."""
     from deblurcli.engine import load_model, load_model_table
 
-    if "uml-in@cpu-v1" not in {e.ref for e in load_model_table().entries}:
-        pytest.skip("uml-in@cpu-v1 is not released")
-    model = load_model("uml-in@cpu-v1", device="cpu", offline=True).model.eval()
+    if ref not in {e.ref for e in load_model_table().entries}:
+        pytest.skip(f"{ref} is not released")
+    model = load_model(ref, device="cpu", offline=True).model.eval()
     assert model.config == preset("cpu")
     torch.manual_seed(0)
     x, _, _ = pad_to_multiple(torch.rand(1, 3, 37, 29), model.size_multiple)
