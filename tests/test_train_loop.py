@@ -49,6 +49,34 @@ def test_tiny_model_loss_falls_in_20_steps(images: Path, tmp_path: Path) -> None
     assert stored["run"]["steps"] == 20
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_only_where_the_cpu_has_native_bf16(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, native: bool,
+) -> None:
+    """On an AVX2-only CPU bf16 autocast is ~13x slower: `run.cpu_bf16` falls back to float32."""
+    import deblurcli.train.loop as loop
+
+    monkeypatch.setattr(loop, "cpu_bf16_is_native", lambda: native)
+    opened: list[torch.dtype] = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(device_type: str, dtype: torch.dtype, **kwargs: object):
+        opened.append(dtype)
+        return real_autocast(device_type, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(loop.torch, "autocast", recording_autocast)
+    cfg = tiny_config(images, **{"run.steps": 2, "run.val_every": 0, "run.cpu_bf16": True,
+                                 "run.device": "cpu"})
+    with caplog.at_level("WARNING", logger="deblurcli.train.loop"):
+        fit(cfg, tmp_path / "run")
+    warned = any("run.cpu_bf16 ignored" in r.getMessage() for r in caplog.records)
+    assert opened == ([torch.bfloat16] if native else [])
+    assert warned is not native
+    session = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"][-1]
+    assert session["hardware"]["cpu_bf16_native"] is native
+
+
 def test_resume_after_sigkill_matches_uninterrupted_run(images: Path, tmp_path: Path) -> None:
     options = {"run.steps": 12, "run.val_every": 0, "checkpoint.every": 6, "loss.fft": 0.1}
     cfg = tiny_config(images, **options)

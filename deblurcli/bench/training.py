@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from deblurcli.engine.device import cpu_bf16_is_native, cpu_capability
 from deblurcli.train.config import TrainConfig
 
 
@@ -66,8 +67,9 @@ def _timed(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def machine_peak(threads: int) -> dict[str, float]:
-    """GFLOP/s of a 64→64 3×3 convolution (8×64×128², NHWC, forward) and a 2048² fp32 matmul."""
+def machine_peak(threads: int) -> dict[str, Any]:
+    """GFLOP/s of a 64→64 3×3 convolution (8×64×128², NHWC, forward) and a 2048² fp32 matmul,
+    with the CPU's SIMD level and whether it has native bf16 kernels."""
     torch.set_num_threads(threads)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
     x = torch.rand(8, 64, 128, 128).contiguous(memory_format=torch.channels_last)
@@ -79,6 +81,8 @@ def machine_peak(threads: int) -> dict[str, float]:
     return {
         "conv3x3_gflops": conv_flops / seconds / 1e9,
         "matmul_gflops": 2 * 2048**3 / mm_seconds / 1e9,
+        "cpu_capability": cpu_capability(),
+        "cpu_bf16_native": cpu_bf16_is_native(),
     }
 
 

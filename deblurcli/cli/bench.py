@@ -225,7 +225,8 @@ def train_speed(
     grid = Table(title=(f"{cfg.model.arch} batch {doc['batch']}×{doc['crop']}², "
                         f"{doc['step_gflop']:.1f} GFLOP/step; peak conv "
                         f"{peak['conv3x3_gflops']:.0f}, matmul "
-                        f"{peak['matmul_gflops']:.0f} GFLOP/s"))
+                        f"{peak['matmul_gflops']:.0f} GFLOP/s; CPU {peak['cpu_capability']}, "
+                        f"bf16 {'native' if peak['cpu_bf16_native'] else 'emulated (slow)'}"))
     for column in ("variant", "layout", "precision", "data", "workers", "s/step", "MP/s",
                    "GFLOP/s", "% conv peak", "peak MiB"):
         grid.add_column(column)

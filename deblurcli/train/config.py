@@ -50,7 +50,8 @@ class RunConfig:
     channels_last: bool = True
     """Keep activations in NHWC (``channels_last``): 1.4× faster convolutions on CPU."""
     cpu_bf16: bool = False
-    """bf16 autocast on the CPU too (measured slower on AVX512-BF16 without AMX)."""
+    """bf16 autocast on the CPU too (faster for some models with AVX512-BF16, slower for others);
+    ignored, with a warning, on a CPU without native bf16 kernels (AVX2): ~13× slower there."""
     init: str = ""
     """Warm start: ``NAME@TAG``, a run folder or a ``.safetensors`` file whose weights (and EMA)
     start this run; its sha256 and cumulative steps/hours become the run's lineage."""

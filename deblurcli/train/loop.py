@@ -43,6 +43,7 @@ from torch import nn
 
 from deblurcli import archs
 from deblurcli._atomic import atomic_write_bytes
+from deblurcli.engine.device import cpu_bf16_is_native, cpu_capability
 from deblurcli.engine.info import ModelInfo
 from deblurcli.errors import UsageError
 from deblurcli.train import checkpointing, data, losses
@@ -195,6 +196,9 @@ def hardware(device: torch.device, world: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "world_size": world,
     }
+    if device.type == "cpu":
+        found["cpu_capability"] = cpu_capability()
+        found["cpu_bf16_native"] = cpu_bf16_is_native()
     if device.type == "cuda":
         found["gpu"] = torch.cuda.get_device_name(device)
     return found
@@ -540,7 +544,13 @@ def _fit(
     if cfg.run.amp and device.type == "cuda":
         autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     elif cfg.run.cpu_bf16 and device.type == "cpu":
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        if cpu_bf16_is_native():
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        elif rank == 0:
+            logger.warning(
+                "run.cpu_bf16 ignored: this CPU (%s) has no native bf16 kernels, where bf16 "
+                "autocast is an order of magnitude slower than float32; training in float32",
+                cpu_capability())
     wall0, session_start = float(scalars.get("wall_seconds", 0.0)), time.monotonic()
     cpu0, session_cpu = float(scalars.get("cpu_seconds", 0.0)), time.process_time()
     tick, sums, count, step = time.monotonic(), {}, 0, start
