@@ -19,6 +19,8 @@ from deblurcli.optim.fast import (
     MAX_MISFIT,
     FastConfig,
     _Grid,
+    _refine_kernel,
+    auto_refine_weight,
     choose_kernel,
     degenerate,
     fast_fit,
@@ -228,3 +230,44 @@ def test_the_padded_fft_grid_gives_exact_valid_correlation_and_its_adjoint() -> 
     atr = grid.i(grid.f(r) * k_f)
     assert atr.shape == x.shape
     assert torch.allclose((ax * r).sum(), (x * atr).sum(), rtol=1e-12)
+
+
+def test_refinement_sharpens_a_smeared_kernel_towards_the_streak() -> None:
+    """From the true streak smeared by a Gaussian (what a smooth-latent estimate returns), the
+    full-resolution alternation moves the kernel towards the streak (aligned kernel error down
+    by over a quarter: 0.031 -> 0.018 when written), and 0 iterations is a no-op."""
+    from deblurcli.metrics import kernel_error
+
+    luma = _photo()[100:260, 200:360] @ LUMA_WEIGHTS
+    true = _line(11, 15)
+    blurry = torch.from_numpy(convolve(luma, true, boundary="reflect")).float()
+    r = np.arange(-3, 4.0)
+    gauss = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5**2))
+    smeared = convolve(true, gauss / gauss.sum(), boundary="reflect")
+    smeared = torch.from_numpy(smeared / smeared.sum()).float()
+    cfg = FastConfig(kernel_threshold=0.05, refine_iters=5)
+    refined = _refine_kernel(blurry, smeared, cfg, weight=5e-4)
+    assert refined.shape == smeared.shape
+    assert float(refined.sum()) == pytest.approx(1.0, abs=1e-5)
+    before, after = kernel_error(smeared.numpy(), true), kernel_error(refined.numpy(), true)
+    assert after < 0.75 * before, (before, after)
+    unchanged = _refine_kernel(blurry, smeared, replace(cfg, refine_iters=0), weight=5e-4)
+    assert torch.equal(unchanged, smeared)
+
+
+def test_fast_fit_refines_the_chosen_kernel_and_reports_it() -> None:
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:128, :128], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=2)
+    refined, plain = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, refine_iters=0))
+    assert refined.refine_seconds > 0 and plain.refine_seconds == 0
+    assert refined.kernel.shape == plain.kernel.shape == (9, 9)
+    assert refined.kernel.sum() == pytest.approx(1.0) and not np.array_equal(refined.kernel,
+                                                                              plain.kernel)
+
+
+def test_refinement_weight_follows_the_noise() -> None:
+    assert auto_refine_weight(0.01) == pytest.approx(1e-3)
+    assert auto_refine_weight(0.0) == auto_refine_weight(0.001) > 0
+    assert auto_refine_weight(0.03) > auto_refine_weight(0.01)

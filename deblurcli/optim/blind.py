@@ -228,6 +228,8 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] 
                "sharpening": round(result.sharpening, 3), "misfit": round(result.misfit, 3),
                "crop_distance": round(result.crop_distance, 3),
                "chosen_crop": result.chosen_crop, "crop_misfits": list(result.crop_misfits),
+               "refine": {"iters": cfg.refine_iters if result.refine_seconds else 0,
+                          "seconds": round(result.refine_seconds, 3)},
                "fallback": bool(result.collapse),
                "image_model": cfg.resolved_image_model,
                "levels": result.levels, "crop_box": list(result.crop_box),
