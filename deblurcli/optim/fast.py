@@ -312,6 +312,19 @@ def auto_kernel_threshold(luma_noise: float) -> float:
     return float(min(0.2, max(0.05, 30.0 * luma_noise)))
 
 
+REFINE_MIN_WEIGHT = 3e-4
+"""Floor of the refinement's automatic latent weight (clean photos)."""
+
+
+def auto_refine_weight(sigma: float) -> float:
+    """Latent-image weight of the kernel refinement for per-channel noise ``sigma``:
+    ``10·σ²``, at least :data:`REFINE_MIN_WEIGHT`. Measured by refining the estimates of the
+    unrefined code on 16 ``shake`` photos (σ = 0.01):
+    weights 6e-4, 1e-3, 1.5e-3 and 3e-3 gave 22.75, 22.84, 22.74 and 22.66 dB; the
+    unrefined kernels 22.13."""
+    return float(max(REFINE_MIN_WEIGHT, 10.0 * sigma * sigma))
+
+
 def kernel_extent(kernel: Tensor | np.ndarray, rel_threshold: float = 0.2) -> int:
     """Side of the bounding box of the entries ≥ ``rel_threshold`` of the peak (the larger of
     rows and columns): the blur's extent, ignoring the faint haze a blind estimate leaves.
@@ -1091,19 +1104,6 @@ def _vote(kernel: Tensor, levels: list[dict[str, object]], y_full: Tensor, shape
                 "chosen": i == best}
                for i, (v, lv, c) in enumerate(zip(((),) + cfg.variants, stats, cost, strict=True))]
     return kernels[best], summary  # type: ignore[return-value]
-
-
-REFINE_MIN_WEIGHT = 3e-4
-"""Floor of the refinement's automatic latent weight (clean photos)."""
-
-
-def auto_refine_weight(sigma: float) -> float:
-    """Latent-image weight of the kernel refinement for per-channel noise ``sigma``:
-    ``10·σ²``, at least :data:`REFINE_MIN_WEIGHT`. Measured by refining the estimates of the
-    unrefined code on 16 ``shake`` photos (σ = 0.01):
-    weights 6e-4, 1e-3, 1.5e-3 and 3e-3 gave 22.75, 22.84, 22.74 and 22.66 dB; the
-    unrefined kernels 22.13."""
-    return float(max(REFINE_MIN_WEIGHT, 10.0 * sigma * sigma))
 
 
 def _refine_kernel(y: Tensor, kernel: Tensor, cfg: FastConfig, weight: float) -> Tensor:
