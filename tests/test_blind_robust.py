@@ -29,6 +29,7 @@ from deblurcli.optim.fast import (
     probe_kernel_size,
     reblur_misfit,
 )
+from deblurcli.optim.vdip import BlindDeconvolutionError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -267,7 +268,31 @@ def test_fast_fit_refines_the_chosen_kernel_and_reports_it() -> None:
                                                                               plain.kernel)
 
 
+def test_refinement_weight_falls_geometrically_to_the_last_weight(monkeypatch) -> None:
+    """The latent weights of the alternations run from ``refine_start`` times the weight down
+    to the weight itself, by a constant factor (64x over 7 alternations: halving)."""
+    import deblurcli.deconv as deconv_module
+
+    weights: list[float] = []
+    real = deconv_module.deconvolve
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        weights.append(kwargs["weight"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deconv_module, "deconvolve", recording)
+    luma = torch.from_numpy((_photo()[:64, :64] @ LUMA_WEIGHTS).astype(np.float32))
+    kernel = torch.from_numpy(_line(5, 7)).float()
+    _refine_kernel(luma, kernel, FastConfig(refine_iters=7, refine_start=64.0), weight=5e-4)
+    assert weights == pytest.approx([5e-4 * 2.0**e for e in range(6, -1, -1)])
+    weights.clear()
+    _refine_kernel(luma, kernel, FastConfig(refine_iters=3, refine_start=1.0), weight=5e-4)
+    assert weights == pytest.approx([5e-4] * 3)
+    with pytest.raises(BlindDeconvolutionError):
+        FastConfig(refine_start=0.0)
+
+
 def test_refinement_weight_follows_the_noise() -> None:
-    assert auto_refine_weight(0.01) == pytest.approx(1e-3)
+    assert auto_refine_weight(0.01) == pytest.approx(5e-4)
     assert auto_refine_weight(0.0) == auto_refine_weight(0.001) > 0
     assert auto_refine_weight(0.03) > auto_refine_weight(0.01)
