@@ -124,7 +124,7 @@ class FastConfig:
     """Weight of the posterior-variance term E_q in the k-step (1 = the full expectation)."""
     beta_max: float = 1e6
     """Upper bound of the estimated noise precision (1/σ_n²)."""
-    refine_iters: int = 8
+    refine_iters: int = 7
     """Alternations of a full-resolution refinement of the chosen kernel on the most
     informative crop: the latent image from the hyper-Laplacian non-blind solver with the
     current kernel (weight ``refine_weight``), then the kernel step on its strongest edges. The
@@ -133,16 +133,16 @@ class FastConfig:
     See docs/blind.md."""
     refine_weight: float = -1.0
     """Prior weight of the refinement's latent image at the last alternation; negative:
-    ``10·σ²`` of the photo's noise σ (per channel), at least ``REFINE_MIN_WEIGHT`` (1e-3 at
+    ``5·σ²`` of the photo's noise σ (per channel), at least ``REFINE_MIN_WEIGHT`` (5e-4 at
     σ = 0.01)."""
-    refine_start: float = 16.0
+    refine_start: float = 64.0
     """The first alternation's latent weight is this multiple of ``refine_weight``; it falls
-    geometrically to ``refine_weight`` at the last. A strong prior first keeps only the main
-    edges, which fix the trajectory's overall shape; weaker ones then resolve its detail. On 20
-    ``shake`` photos (a throwaway script on cached estimates; unrefined 22.25 dB) a constant
-    weight over five alternations gave 23.04 dB, a weight falling 1.5× per alternation over
-    eight (17×) 23.32, 2× over seven (64×) 23.11: 64× won on 16 of the photos but wrecked a
-    good kernel on 42049 (28.95 → 22.54 dB). 1: a constant weight."""
+    geometrically to ``refine_weight`` at the last (halving each time at the defaults). A strong
+    prior first keeps only the main edges, which fix the trajectory's overall shape; weaker ones
+    then resolve its detail. 1: a constant weight. Against a constant weight (five alternations)
+    on ``shake`` photos 1–24, 41–64 and the first 20 of 65–114: 23.44 → 23.86, 23.11 → 23.37
+    and 23.58 → 23.61 dB; 16× over eight alternations gave 23.64 (photos 1–19, against 23.74
+    for this default there) and 23.43 (see docs/blind.md)."""
     # --- generator (Adam) ---
     width: int = 16
     """Channels of the narrow generator (down and up)."""
@@ -325,7 +325,7 @@ def auto_kernel_threshold(luma_noise: float) -> float:
 
 REFINE_MIN_WEIGHT = 2e-4
 """Floor of the refinement's automatic latent weight (clean photos). On Levin09 (σ ≈ 0.001)
-with the 64× schedule, floors of 3e-4 and 2e-4 gave 32.50 and 32.70 dB."""
+with the default schedule, floors of 3e-4 and 2e-4 gave 32.50 and 32.70 dB."""
 
 
 def auto_refine_weight(sigma: float) -> float:
