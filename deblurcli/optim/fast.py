@@ -127,10 +127,10 @@ class FastConfig:
     refine_iters: int = 7
     """Alternations of a full-resolution refinement of the chosen kernel on the most
     informative crop: the latent image from the hyper-Laplacian non-blind solver with the
-    current kernel (weight ``refine_weight``), then the kernel step on its strongest edges. The
-    variational mean μ is a smooth latent, and a kernel fitted to it stays a blob; the MAP
-    latent has the steep edges that pin down a trajectory. Pixel image model only; 0: off.
-    See docs/blind.md."""
+    current kernel (weight falling to ``refine_weight``, see ``refine_start``), then the kernel
+    step on its strongest edges. The variational mean μ is a smooth latent, and a kernel fitted
+    to it stays a blob; the MAP latent has the steep edges that pin down a trajectory. Pixel
+    image model only; 0: off. See docs/blind.md."""
     refine_weight: float = -1.0
     """Prior weight of the refinement's latent image at the last alternation; negative:
     ``5·σ²`` of the photo's noise σ (per channel), at least ``REFINE_MIN_WEIGHT`` (5e-4 at
@@ -334,9 +334,9 @@ def auto_refine_weight(sigma: float) -> float:
 
     Measured by refining the estimates of the unrefined code on 16 ``shake`` photos
     (σ = 0.01; unrefined 22.13 dB): a fixed weight of 6e-4, 1e-3, 1.5e-3 or 3e-3 over five
-    alternations gave 22.75, 22.84, 22.74 and 22.66 dB; with the weight falling from 64× over
-    seven alternations (``refine_start``), a last weight of 2.5e-4, 5e-4 or 1e-3 gave 23.29,
-    23.44 and 22.92 dB (see docs/blind.md)."""
+    alternations gave 22.75, 22.84, 22.74 and 22.66 dB; with the weight halving each
+    alternation (``refine_start``), a last weight of 2.5e-4 (six alternations), 5e-4 (seven)
+    or 1e-3 (five) gave 23.29, 23.44 and 22.92 dB (see docs/blind.md)."""
     return float(max(REFINE_MIN_WEIGHT, 5.0 * sigma * sigma))
 
 
