@@ -21,7 +21,8 @@ form, Gaussian kernel prior — and changes how it is solved:
    variants, with free kernel logits, early stopping, FFT blur and bf16 on CUDA).
 4. **Refinement at full resolution** (``refine_iters``, pixel model): the kernel step is
    repeated against the MAP latent of the hyper-Laplacian solver instead of the variational
-   mean, whose smoothness leaves the kernel a blob.
+   mean, whose smoothness leaves the kernel a blob; the latent's prior weight falls over the
+   alternations (``refine_start``).
 5. **The full-resolution image** comes from :func:`deblurcli.deconv.deconvolve` with the
    estimated kernel, on every colour channel, tiled for large photos (bounded memory).
 """
