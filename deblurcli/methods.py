@@ -10,9 +10,10 @@ everything that lists or validates methods reads it: ``deblur --method``, ``deco
 Each row (:class:`MethodSpec`) says:
 
 - ``name`` — what the user types;
-- ``kind`` — ``network`` (a trained family, run by ``deblur``), ``non-blind`` (needs the blur
-  kernel, run by ``deconvolve``), ``blind`` (estimates the kernel, run by ``deconvolve-blind``) or
-  ``baseline`` (``bench`` only);
+- ``kind`` — ``network`` (a trained family, run by ``deblur``; ``deblur-ref`` for those with
+  2 inputs), ``non-blind`` (needs the blur kernel, run by ``deconvolve``), ``blind`` (estimates
+  the kernel, run by ``deconvolve-blind``), ``reference`` (measures the kernel against a sharp
+  reference photo, run by ``deblur-ref``) or ``baseline`` (``bench`` only);
 - ``description`` — one line for listings;
 - ``inputs`` — 1 (the blurry image) or 2 (blurry image + sharp reference);
 - ``params`` — the options it accepts, with types and defaults (``--param KEY=VALUE`` and the
@@ -47,10 +48,10 @@ from typing import Any, Literal
 
 from deblurcli.errors import UsageError
 
-Kind = Literal["network", "non-blind", "blind", "baseline"]
+Kind = Literal["network", "non-blind", "blind", "reference", "baseline"]
 ParamType = Literal["int", "float", "str", "bool", "ints", "floats"]
 
-KINDS: tuple[Kind, ...] = ("network", "non-blind", "blind", "baseline")
+KINDS: tuple[Kind, ...] = ("network", "non-blind", "blind", "reference", "baseline")
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,22 @@ METHODS: tuple[MethodSpec, ...] = (
     _blind("dip", "deep image prior (SelfDeblur)"),
     _blind("dip-sparse", "deep image prior with the sparse prior"),
     _blind("dip-extreme", "deep image prior with the extreme-channel prior"),
+    # --- reference: the kernel is measured against a sharp photo (deblurcli.optim.reference) ---
+    MethodSpec("ref-kernel", "reference",
+               "kernel measured against the reference, then deconvolution; the ref network "
+               "where one kernel does not explain the photo: the default", inputs=2,
+               params=(
+                   _p("kernel_size", "int", 65, "side of the estimated kernel (odd)"),
+                   _p("fallback", "str", "ref", "when one kernel does not fit: ref (the "
+                      "network) or none (the photo unchanged)", ("ref", "none")),
+                   _p("max_misfit", "float", 4.0,
+                      "largest robust residual of the fit, in units of the photo's noise"),
+                   _p("min_explained", "float", 0.95,
+                      "smallest share of the photo's variance the fit must explain"),
+                   _p("flow", "float", 0.0,
+                      "bursts with parallax: also align by an optical flow smoothed over this "
+                      "many px (8 measured); 0: one affine map"),
+               )),
     # --- baselines (bench only) ---
     MethodSpec("identity", "baseline", "the blurred input itself"),
 )
@@ -226,13 +243,13 @@ TABLE: dict[str, MethodSpec] = {m.name: m for m in METHODS}
 
 DEFAULT_METHOD: dict[Kind, str] = {
     "network": "nafnet", "non-blind": "hyperlaplacian", "blind": "vdip-sparse",
-    "baseline": "identity",
+    "reference": "ref-kernel", "baseline": "identity",
 }
 """What each command runs when no ``--method`` is given."""
 
 COMMAND: dict[Kind, str] = {
     "network": "deblur", "non-blind": "deconvolve", "blind": "deconvolve-blind",
-    "baseline": "bench quality",
+    "reference": "deblur-ref", "baseline": "bench quality",
 }
 """The command that runs each kind (``bench`` runs them all)."""
 

@@ -14,10 +14,14 @@ optional one-input ablation checkpoint (``model.config.reference = false``, same
   reference is :func:`deblurcli.train.data.reference_view` of the same photo (shifted, zoomed,
   rotated, re-exposed), the unrelated one a view of the next photo.
 
+``--kernel`` adds ``ref-kernel`` (the kernel measured against the reference, the network where
+it does not fit) with either reference, and how often its kernel fitted.
+
 Example::
 
     python scripts/eval_ref.py --model weights/ref-cpu-v1.safetensors \\
         --ablation runs/ref-noref-export.safetensors --count 16 --json eval_ref.json
+    python scripts/eval_ref.py --model ref@cpu-v1 --kernel --count 16
 """
 
 from __future__ import annotations
@@ -85,20 +89,42 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()
 
 
-def score(triplets: list[Triplet], model: str, ablation: str | None) -> dict[str, float]:
-    """Mean PSNR/SSIM: input, (a) right reference, (b) unrelated reference, (c) ablation."""
+def _kernel_or(network_output: torch.Tensor, blurry: np.ndarray, reference: np.ndarray,
+               fits: list[float]) -> torch.Tensor:
+    """``ref-kernel`` with its default fallback: the kernel's restoration where it fits, else
+    the network's output (already computed)."""
+    from deblurcli.optim.reference import deblur_with_reference
+
+    result = deblur_with_reference(blurry, reference)
+    fits.append(float(result.estimate.fits))
+    return network_output if result.image is None else _t(result.image)
+
+
+def score(triplets: list[Triplet], model: str, ablation: str | None,
+          kernel: bool = False) -> dict[str, float]:
+    """Mean PSNR/SSIM: input, (a) right reference, (b) unrelated reference, (c) ablation; with
+    ``kernel`` also ``ref-kernel`` (falling back to ``model``) with either reference, and the
+    share of photos where its kernel fitted."""
     restorer = load_model(model, device="cpu", precision="fp32")
     plain = load_model(ablation, device="cpu", precision="fp32") if ablation else None
     rows: dict[str, list[float]] = {}
+    fits: dict[str, list[float]] = {"right": [], "unrelated": []}
     for blurry, sharp, right, wrong in triplets:
         b, s = _t(blurry), _t(sharp)
         outputs = {"input": b, "a_right_ref": restorer(b, _t(right)),
                    "b_unrelated_ref": restorer(b, _t(wrong))}
+        if kernel:
+            outputs["kernel_a_right_ref"] = _kernel_or(outputs["a_right_ref"], blurry, right,
+                                                       fits["right"])
+            outputs["kernel_b_unrelated_ref"] = _kernel_or(outputs["b_unrelated_ref"], blurry,
+                                                           wrong, fits["unrelated"])
         if plain is not None:
             outputs["c_no_ref_modules"] = plain(b)
         for key, out in outputs.items():
             rows.setdefault(f"psnr_{key}", []).append(float(psnr(out, s)[0]))
             rows.setdefault(f"ssim_{key}", []).append(float(ssim(out, s)[0]))
+    if kernel:
+        rows |= {f"kernel_fits_{key}": value for key, value in fits.items()}
     return {k: round(float(np.mean(v)), 4) for k, v in rows.items()} | {"images": len(triplets)}
 
 
@@ -115,14 +141,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kernel", action="store_true",
+                        help="also score ref-kernel (deblurcli.optim.reference), falling back to "
+                        "--model where its kernel does not fit")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(2)
     results = {
         "frames": score(frame_triplets(args.frames, args.held_back_from, args.count, args.crop,
-                                       args.seed), args.model, args.ablation),
+                                       args.seed), args.model, args.ablation, args.kernel),
         "shake": score(shake_triplets(args.sharp, args.count, args.crop, args.seed),
-                       args.model, args.ablation),
+                       args.model, args.ablation, args.kernel),
     }
     text = json.dumps(results, indent=2)
     print(text)  # noqa: T201

@@ -148,6 +148,15 @@ def _blind(spec: MethodSpec) -> Callable[[MethodConfig], Prepared]:
     return build
 
 
+def _reference(spec: MethodSpec) -> Callable[[MethodConfig], Prepared]:
+    def build(config: MethodConfig) -> Prepared:
+        raise UsageError(f"{spec.name} needs a sharp reference photo per image and the bench "
+                         "sets have none; measure it with scripts/eval_ref.py "
+                         "(docs/deblur_ref.md)")
+
+    return build
+
+
 def _checked_params(spec: MethodSpec, config: MethodConfig) -> dict[str, Any]:
     unknown = sorted(set(config.params) - set(spec.param_map))
     if unknown:
@@ -156,10 +165,11 @@ def _checked_params(spec: MethodSpec, config: MethodConfig) -> dict[str, Any]:
     return dict(config.params)
 
 
-_KERNEL_USE = {"network": "none", "baseline": "none", "non-blind": "full", "blind": "size"}
+_KERNEL_USE = {"network": "none", "baseline": "none", "non-blind": "full", "blind": "size",
+               "reference": "none"}
 _BUILDERS: dict[str, Callable[[MethodSpec], Callable[[MethodConfig], Prepared]]] = {
     "network": _network, "non-blind": _deconvolution, "blind": _blind,
-    "baseline": lambda spec: _identity,
+    "reference": _reference, "baseline": lambda spec: _identity,
 }
 
 

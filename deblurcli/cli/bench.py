@@ -31,7 +31,9 @@ MethodsOpt = Annotated[list[str], Opt("--method", metavar="NAME", help=(
     "Method (repeatable). Networks: " + ", ".join(table.names("network"))
     + " (the default checkpoint, or --model). Known kernel: " + ", ".join(table.names("non-blind"))
     + ". Blind (a true kernel only sets the kernel size; --param preset=paper): "
-    + ", ".join(table.names("blind")) + ". Baseline: " + ", ".join(table.names("baseline"))
+    + ", ".join(table.names("blind")) + ". Reference-based (need a reference photo per image, "
+    "which the bench sets lack: scripts/eval_ref.py measures them): "
+    + ", ".join(table.names("reference")) + ". Baseline: " + ", ".join(table.names("baseline"))
     + ". Details: deblurcli models list."))]
 ModelOpt = Annotated[Optional[str], Opt("--model", metavar="NAME@TAG|FILE", help=(
     "Exact checkpoint for the network method (default: its shipped checkpoint)."))]
