@@ -278,7 +278,10 @@ def _warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], origin:
 def _exposure_matched(x: np.ndarray, y: np.ndarray, mask: np.ndarray, margin: int = 0
                       ) -> np.ndarray:
     """``x`` with one gain in linear light so that its mean over ``mask`` matches ``y``'s
-    (``x`` may extend ``margin`` pixels beyond ``y`` on every side)."""
+    (``x`` may extend ``margin`` pixels beyond ``y`` on every side). Between a sharp ``x`` and
+    a blurry ``y`` the gain is biased (blur lowers the mean of the linear values); the kernel
+    step works on gradients and is normalised afterwards, so only comparisons of two equally
+    blurred images need it exact."""
     lin = np.clip(x, 0.0, 1.0) ** GAMMA
     core = lin[margin : margin + y.shape[0], margin : margin + y.shape[1]]
     gain = float((np.clip(y, 0, 1)[mask] ** GAMMA).sum() / max(core[mask].sum(), 1e-6))
@@ -353,6 +356,7 @@ def _flow_aligned(x: np.ndarray, y: np.ndarray, kernel: np.ndarray, margin: int,
 
     h, w = y.shape
     predicted = _blur(x, kernel)[margin : margin + h, margin : margin + w]
+    predicted = _exposure_matched(predicted, y, np.ones_like(y, dtype=bool))
 
     def u8(a: np.ndarray) -> np.ndarray:
         return np.clip(a * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -464,6 +468,7 @@ def estimate_kernel_from_reference(
     if valid.sum() >= 64 and float(kernel_corr.sum()) > 0:
         conv = ops.to_convolution(kernel_corr).numpy()
         predicted = _blur(x, conv)[margin : margin + ch, margin : margin + cw]
+        predicted = _exposure_matched(predicted, y_crop, valid)  # blurred: an unbiased gain
         residual = (y_crop - predicted)[valid]
         misfit = float(np.median(np.abs(residual)) / 0.6745 / sigma)
         centred = y_crop[valid] - y_crop[valid].mean()
