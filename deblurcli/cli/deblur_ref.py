@@ -147,8 +147,7 @@ def deblur_ref(
 
         if pairs is not None:
             ref_path = pairs[job.input]
-            ref_image = read_image(ref_path, max_pixels=max_pixels)
-            ref_tensor = ref_image.to_tensor()
+            ref_tensor = read_image(ref_path, max_pixels=max_pixels).to_tensor()
         else:
             ref_path, ref_tensor = reference, shared
         details: dict[str, Any] = {"reference": str(ref_path)}
