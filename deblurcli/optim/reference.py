@@ -113,7 +113,8 @@ class ReferenceKernel:
     """What :func:`estimate_kernel_from_reference` found."""
 
     kernel: np.ndarray
-    """``(k, k)`` float64, sums to 1, true-convolution orientation, centre of mass centred."""
+    """``(k, k)`` float64, sums to 1, true-convolution orientation, centre of mass centred
+    (all zeros when the overlap was too small to estimate any)."""
     matrix: np.ndarray
     """``2 × 3`` affine map from photo pixel coordinates (x, y) to reference coordinates."""
     fits: bool
@@ -474,7 +475,8 @@ def estimate_kernel_from_reference(
         centred = y_crop[valid] - y_crop[valid].mean()
         explained = float(1 - (residual**2).sum() / max((centred**2).sum(), 1e-12))
     fits = misfit <= cfg.max_misfit and explained >= cfg.min_explained
-    kernel = ops.center_kernel(ops.to_convolution(kernel_corr))[0] if fits else kernel_corr
+    kernel = (ops.center_kernel(ops.to_convolution(kernel_corr))[0]
+              if float(kernel_corr.sum()) > 0 else kernel_corr)
     details = {
         "search_ncc": round(candidates[0][0], 4), "ecc": round(ecc_refined, 4),
         "misfit": round(misfit, 3) if math.isfinite(misfit) else None,
