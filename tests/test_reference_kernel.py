@@ -196,3 +196,14 @@ def test_cli_bad_method_options_exit_2_before_any_output(
     code, _, err = _run(["deblur-ref", str(photo), "--ref", str(ref), "-o", str(out), *extra],
                         capsys)
     assert code == 2 and message in err and not out.exists(), err
+
+
+def test_bench_refuses_ref_kernel_for_want_of_references(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blurry, sharp, _, _ = _pair(size=48)
+    (tmp_path / "b").mkdir(), (tmp_path / "s").mkdir()
+    _write(tmp_path / "b" / "x.png", blurry), _write(tmp_path / "s" / "x.png", sharp)
+    code, _, err = _run(["bench", "quality", "--blurred", str(tmp_path / "b"), "--sharp",
+                         str(tmp_path / "s"), "--method", "ref-kernel"], capsys)
+    assert code == 2 and "eval_ref.py" in err, err
