@@ -54,7 +54,6 @@ __all__ = [
     "estimate_kernel_from_reference", "search_similarity",
 ]
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 GAMMA = 2.2
 """Exponent of the linear-light approximation used to match the reference's exposure."""
 
@@ -140,11 +139,11 @@ class ReferenceOutput:
 
 
 def _luma(pixels: np.ndarray) -> np.ndarray:
-    if pixels.ndim == 2:
-        return pixels.astype(np.float32)
-    if pixels.shape[2] == 1:
-        return pixels[..., 0].astype(np.float32)
-    return (pixels[..., :3] @ LUMA).astype(np.float32)
+    """Luma of an ``H × W`` or ``H × W × C`` image, float32 (the blind preset's weights)."""
+    from deblurcli.optim.fast import _luma as luma_of
+
+    image = pixels if pixels.ndim == 3 else pixels[..., None]
+    return np.asarray(luma_of(image), dtype=np.float32)
 
 
 def _rescaled(matrix: np.ndarray, factor: float) -> np.ndarray:
@@ -372,7 +371,9 @@ def _flow_aligned(x: np.ndarray, y: np.ndarray, kernel: np.ndarray, margin: int,
 
 
 def _blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``image`` convolved (true convolution) with ``kernel``, borders mirrored."""
+    """``image`` convolved (true convolution) with an odd ``kernel``, borders mirrored with the
+    edge pixel repeated (OpenCV's ``BORDER_REFLECT``; :func:`deblurcli.degrade.convolve` offers
+    only the mirror without it, which would move the measured numbers near the borders)."""
     import cv2
 
     flipped = np.ascontiguousarray(kernel[::-1, ::-1], dtype=np.float32)
