@@ -124,7 +124,8 @@ _BLIND_PARAMS = (
     _p("kernel_size", "str", None, "odd N or HxW; default from the file name, else 31/21"),
     _p("iterations", "int", None, "paper: main steps (5000); fast: sweeps or steps per level"),
     _p("seed", "int", 0, "seed; CPU runs with the same seed are identical"),
-    _p("restarts", "int", 0, "re-runs with the next seed after a degenerate result"),
+    _p("restarts", "int", None,
+       "re-runs with the next seed after a degenerate result (default: 2 fast, 0 paper)"),
 )
 
 

@@ -19,6 +19,7 @@ from deblurcli.optim.fast import (
     MAX_MISFIT,
     FastConfig,
     _Grid,
+    _photo_kernel,
     _refine_kernel,
     auto_refine_weight,
     choose_kernel,
@@ -296,3 +297,31 @@ def test_refinement_weight_follows_the_noise() -> None:
     assert auto_refine_weight(0.01) == pytest.approx(5e-4)
     assert auto_refine_weight(0.0) == auto_refine_weight(0.001) > 0
     assert auto_refine_weight(0.03) > auto_refine_weight(0.01)
+
+
+def test_photo_solve_measures_the_kernel_against_the_restoration() -> None:
+    """Given the sharp photo as the restoration, the re-solve on the photo returns the blur's
+    kernel (centred, summing to 1, of the configured size); a photo smaller than the kernel's
+    margins gives None."""
+    from deblurcli.metrics import kernel_error
+
+    sharp = _photo()[40:200, 60:220].astype(np.float32)
+    true = _line(9, 11)
+    blurry = convolve(sharp, true, boundary="reflect").astype(np.float32)
+    cfg = FastConfig(kernel_size=(11, 11))
+    kernel = _photo_kernel(blurry, sharp, cfg)
+    assert kernel is not None and kernel.shape == (11, 11)
+    assert float(kernel.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert kernel_error(kernel.numpy(), true) < 0.01
+    assert _photo_kernel(blurry[:20, :20], sharp[:20, :20], cfg) is None
+
+
+def test_fast_fit_re_solves_the_kernel_on_the_photo_and_reports_it() -> None:
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:128, :128], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1)
+    solved, plain = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, photo_solve=False))
+    assert solved.photo_solve_seconds > 0 and plain.photo_solve_seconds == 0
+    assert solved.kernel.shape == (9, 9) and solved.kernel.sum() == pytest.approx(1.0)
+    assert not np.array_equal(solved.kernel, plain.kernel)

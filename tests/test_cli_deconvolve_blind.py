@@ -91,6 +91,7 @@ def test_fast_preset_size_is_estimated(app: Any, tmp_path: Path, calls: list[dic
     src = _image(tmp_path / "im2_kernel4_img.png")
     code, _ = _invoke(["deconvolve-blind", str(src), "-o", str(tmp_path / "o.png")], capsys)
     assert code == 0 and calls[0]["kernel_size"] is None
+    assert calls[0]["restarts"] is None  # the library's per-preset default (2 for fast)
 
 
 def test_explicit_kernel_size_and_kernel_out(app: Any, tmp_path: Path,

@@ -196,6 +196,33 @@ def test_restarts_take_the_next_seed_after_a_degenerate_run() -> None:
         1, 3, [])
     with pytest.raises(BlindDeconvolutionError, match="restarts"):
         deconvolve_blind(pixels, restarts=-1, **common)
+    # no restarts asked for: the paper preset's default is none (its runs take hours)
+    once = deconvolve_blind(pixels, delta_threshold=0.0, **common)
+    assert once.details["attempts"] == 1
+
+
+def test_fast_preset_restarts_twice_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``restarts`` the fast preset runs at most ``DEFAULT_RESTARTS["fast"]`` more
+    times after degenerate results, each with the next seed and crop rank."""
+    from deblurcli.optim import blind
+    from deblurcli.optim.blind import DEFAULT_RESTARTS, BlindOutput
+
+    seen: list[tuple[int, int]] = []
+
+    def degenerate_run(pixels, method, kernel_size, iters, seed, device, on_progress,
+                       overrides, attempt=0):  # type: ignore[no-untyped-def]
+        seen.append((seed, attempt))
+        return BlindOutput(pixels, np.ones((1, 1)), {"collapse": ["kernel-misfit"],
+                                                     "warnings": []})
+
+    monkeypatch.setattr(blind, "_fast_attempt", degenerate_run)
+    pixels = np.zeros((32, 32, 3), np.float32)
+    out = deconvolve_blind(pixels, seed=4)
+    assert DEFAULT_RESTARTS["fast"] == 2
+    assert seen == [(4, 0), (5, 1), (6, 2)] and out.details["attempts"] == 3
+    seen.clear()
+    deconvolve_blind(pixels, restarts=0)
+    assert seen == [(0, 0)]
 
 
 def test_plain_likelihood_drops_the_derivative_residuals() -> None:

@@ -34,11 +34,13 @@ def deconvolve_blind(
                                                  help=(
         "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
-    restarts: Annotated[int, typer.Option(min=0, help=(
+    restarts: Annotated[Optional[int], typer.Option(min=0, help=(
         "On a degenerate result (near-delta or shrunk kernel, a kernel that does not explain "
         "the photo, output no sharper than the input, black image) run again with the next "
-        "seed and, in the fast preset, the next most informative crop, up to this many times. "
-        "A fast run that stays degenerate returns the photo unchanged, with a warning."))] = 0,
+        "seed and, in the fast preset, the next most informative crops, up to this many times "
+        "(default: 2 with the fast preset, where only failed photos pay for them; 0 with "
+        "paper). A fast run that stays degenerate returns the photo unchanged, with a "
+        "warning."))] = None,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
@@ -72,7 +74,7 @@ def deconvolve_blind(
 
       deblurcli deconvolve-blind shake.jpg -o sharp.png
 
-      deblurcli deconvolve-blind shake.jpg -o sharp.png --kernel-size 51 --restarts 2
+      deblurcli deconvolve-blind shake.jpg -o sharp.png --kernel-size 51 --restarts 4
 
       deblurcli deconvolve-blind im1_kernel1_img.png -o out/ --preset paper --method dip
 
