@@ -121,7 +121,7 @@ def _network(name: str, *, arch: str, module: str, checkpoint: str, description:
 _BLIND_PARAMS = (
     _p("preset", "str", "fast", "fast (seconds to minutes) or paper (hours on a CPU)",
        ("fast", "paper")),
-    _p("kernel_size", "str", None, "odd N or HxW; default from the file name, else 31/21"),
+    _p("kernel_size", "str", None, "odd N or HxW; default: measured (fast), 21 (paper)"),
     _p("iterations", "int", None, "paper: main steps (5000); fast: sweeps or steps per level"),
     _p("seed", "int", 0, "seed; CPU runs with the same seed are identical"),
     _p("restarts", "int", None,

@@ -333,3 +333,7 @@ def test_fast_fit_re_solves_the_kernel_on_the_photo_and_reports_it() -> None:
     assert solved.photo_solve_seconds > 0 and plain.photo_solve_seconds == 0
     assert solved.kernel.shape == (9, 9) and solved.kernel.sum() == pytest.approx(1.0)
     assert not np.array_equal(solved.kernel, plain.kernel)
+    for bad in ({"photo_solve_latent": 0.0}, {"photo_solve_ridge": -1.0},
+                {"photo_solve_threshold": 1.0}):
+        with pytest.raises(BlindDeconvolutionError, match="photo_solve"):
+            FastConfig(**bad)

@@ -23,10 +23,11 @@ form, Gaussian kernel prior — and changes how it is solved:
    repeated against the MAP latent of the hyper-Laplacian solver instead of the variational
    mean, whose smoothness leaves the kernel a blob; the latent's prior weight falls over the
    alternations (``refine_start``).
-5. **The full-resolution image** comes from :func:`deblurcli.deconv.deconvolve` with the
+5. **The kernel measured again on the photo** (``photo_solve``): non-negative least squares on
+   the gradients over the photo's centre, against its luma restored with the estimated kernel
+   at a weaker prior (a sharper latent).
+6. **The full-resolution image** comes from :func:`deblurcli.deconv.deconvolve` with the
    estimated kernel, on every colour channel, tiled for large photos (bounded memory).
-6. **The kernel measured again on the photo** (``photo_solve``): non-negative least squares on
-   the gradients of that restoration over the photo's centre, then a second restoration.
 """
 
 from __future__ import annotations
@@ -247,6 +248,11 @@ class FastConfig:
             raise BlindDeconvolutionError(f"refine_start must be > 0, got {self.refine_start}")
         if self.kernel_choice not in ("first", "misfit"):
             raise BlindDeconvolutionError("kernel_choice must be first or misfit")
+        if not (self.photo_solve_latent > 0 and self.photo_solve_ridge >= 0
+                and 0 <= self.photo_solve_threshold < 1):
+            raise BlindDeconvolutionError(
+                "photo_solve_latent must be > 0, photo_solve_ridge >= 0 and "
+                "photo_solve_threshold within [0, 1)")
         if self.image_model not in ("auto", "pixels", "generator"):
             raise BlindDeconvolutionError("image_model must be auto, pixels or generator")
         if self.resolved_image_model == "pixels" and self.method not in PIXEL_METHODS:
@@ -324,7 +330,7 @@ class FastResult:
     refine_seconds: float = 0.0
     """Time of the full-resolution refinement of the chosen kernel (0: not run)."""
     photo_solve_seconds: float = 0.0
-    """Time of the kernel's re-solve against the restoration on the photo (0: not run)."""
+    """Time of the kernel's re-solve on the photo, ``photo_solve`` (0: not run)."""
 
 
 def auto_prefilter(luma_noise: float) -> float:
