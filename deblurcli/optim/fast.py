@@ -917,7 +917,7 @@ def fast_fit(
     if cfg.photo_solve and model == "pixels":
         t0 = time.perf_counter()
         latent_weight = cfg.photo_solve_latent * noise_weight(sigma)
-        resolved = _photo_kernel(pixels, kernel, latent_weight, cfg, dev)
+        resolved = _photo_kernel(luma, kernel, latent_weight, cfg, dev)
         if resolved is not None:
             kernel = resolved.to(kernel)
             image = None  # restored below with the re-solved kernel
@@ -1161,7 +1161,7 @@ def _vote(kernel: Tensor, levels: list[dict[str, object]], y_full: Tensor, shape
     return kernels[best], summary  # type: ignore[return-value]
 
 
-def _photo_kernel(pixels: np.ndarray, kernel: Tensor, latent_weight: float, cfg: FastConfig,
+def _photo_kernel(luma: np.ndarray, kernel: Tensor, latent_weight: float, cfg: FastConfig,
                   device: torch.device) -> Tensor | None:
     """The blur kernel measured again on the photo's centre (at most ``cfg.choice_side``²):
     against the luma restored with ``kernel`` at prior weight ``latent_weight``.
@@ -1169,8 +1169,8 @@ def _photo_kernel(pixels: np.ndarray, kernel: Tensor, latent_weight: float, cfg:
     Returns None when the photo is too small for the kernel or the solve comes out empty.
 
     Shape:
-        - pixels: :math:`(H, W, C)`; kernel: :math:`(k_h, k_w)`; returns a kernel of
-          ``cfg.kernel_size``, convolution orientation, centred, sum 1 (float64)
+        - luma: :math:`(H, W)`, the photo's luma; kernel: :math:`(k_h, k_w)`; returns a kernel
+          of ``cfg.kernel_size``, convolution orientation, centred, sum 1 (float64)
     """
     from deblurcli.deconv import deconvolve
     from deblurcli.optim.reference import solve_kernel
@@ -1178,14 +1178,14 @@ def _photo_kernel(pixels: np.ndarray, kernel: Tensor, latent_weight: float, cfg:
     assert cfg.kernel_size is not None
     size = max(cfg.kernel_size)
     margin = size // 2
-    h, w = pixels.shape[:2]
-    wh, ww = (min(h, cfg.choice_side), min(w, cfg.choice_side)) if cfg.choice_side > 0 else (h, w)
-    ch, cw = wh - 2 * margin, ww - 2 * margin
+    h, w = luma.shape
+    if cfg.choice_side > 0:  # the central window choose_kernel compares
+        top, left = max(0, (h - cfg.choice_side) // 2), max(0, (w - cfg.choice_side) // 2)
+        luma = luma[top : top + cfg.choice_side, left : left + cfg.choice_side]
+    ch, cw = luma.shape[0] - 2 * margin, luma.shape[1] - 2 * margin
     if ch < 16 or cw < 16:
         return None
-    top, left = (h - wh) // 2, (w - ww) // 2
-    luma = np.ascontiguousarray(_luma(pixels)[top : top + wh, left : left + ww])
-    y = torch.from_numpy(luma).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(luma)).to(device)
     latent = deconvolve(y[None, None], kernel.to(y), method="hyperlaplacian",
                         weight=latent_weight)[0, 0]
     k_corr = solve_kernel(y[margin : margin + ch, margin : margin + cw].double().cpu(),
