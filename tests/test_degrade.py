@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -9,12 +10,15 @@ import numpy as np
 import pytest
 
 from deblurcli.degrade import (
+    Recipe,
     add_gaussian_noise,
     average_frames,
     convolve,
+    imperfect_kernel,
     jpeg_degrade,
     read_frame_sequence,
     resolution_loss,
+    synthesize,
     unsharp_mask,
 )
 from deblurcli.errors import UsageError
@@ -171,3 +175,49 @@ def test_unsharp_mask_adds_fine_detail_and_zero_amount_is_identity() -> None:
     sharpened = unsharp_mask(image, 1.0, 1.0)
     assert sharpened.shape == image.shape
     assert _band_energy(sharpened, 0.2, 0.5) > 2.0 * _band_energy(image, 0.2, 0.5)
+
+
+def _centroid(k: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.arange(k.shape[0]), np.arange(k.shape[1])
+    return float((k.sum(1) * rows).sum() / k.sum()), float((k.sum(0) * cols).sum() / k.sum())
+
+
+def test_imperfect_kernel_is_a_nearby_kernel_on_the_same_centre() -> None:
+    from deblurcli.kernels import motion_kernel
+    from deblurcli.optim.fast import kernel_distance
+
+    k = motion_kernel(31, rng=np.random.default_rng(4))
+    np.testing.assert_allclose(imperfect_kernel(k, np.random.default_rng(0), 0.0), k / k.sum())
+    distances = []
+    for seed in range(6):
+        guess = imperfect_kernel(k, np.random.default_rng(seed), 1.0)
+        assert guess.shape == k.shape and guess.min() >= 0
+        assert guess.sum() == pytest.approx(1.0)
+        assert (guess[guess > 0] >= 0.05 * guess.max() - 1e-12).all()
+        assert np.allclose(_centroid(guess), _centroid(k), atol=1.0)
+        distances.append(kernel_distance(guess, k))
+    assert min(distances) > 0.02  # always wrong somewhere, yet mostly the same blur
+    assert np.median(distances) < 1.0
+
+
+def test_deconvolve_recipe_hands_over_a_restoration_that_errs_with_the_kernel() -> None:
+    photo = cv2.imread(str(DATA / "sharp_val/bsds500_val/101085.jpg"))
+    if photo is None:
+        pytest.skip("shared data not present")
+    region = (photo[:200, :200, ::-1] / np.float32(255)).astype(np.float32)
+    base = Recipe(kinds=("motion",), size_range=(21, 31), linear_light=False,
+                  noise_range=(0.005, 0.005))
+
+    def psnr(recipe: Recipe) -> tuple[float, dict[str, object]]:
+        pair = synthesize(region, np.random.default_rng(7), recipe)
+        assert pair.blurry.shape == pair.sharp.shape == (170, 170, 3)
+        err = np.mean((pair.blurry.astype(np.float64) - pair.sharp) ** 2)
+        return float(10 * np.log10(1 / err)), pair.details
+
+    blurred, plain = psnr(base)
+    exact, details = psnr(replace(base, deconvolve_prob=1.0, kernel_error_max=0.0))
+    wrong, _ = psnr(replace(base, deconvolve_prob=1.0, kernel_error_max=1.5))
+    assert "restored" not in plain and details["restored"] is True
+    assert exact > blurred + 2 and wrong < exact
+    with pytest.raises(ValueError, match="kernel_error_max"):
+        Recipe(kernel_error_max=-1.0).check()

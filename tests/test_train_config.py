@@ -200,3 +200,27 @@ def test_cli_passes_overrides_to_fit(tmp_path: Path, monkeypatch: pytest.MonkeyP
         cfg.run.steps == 3 and cfg.data.kind == "paired" and cfg.data.blurred == str(tmp_path / "b")
     )
     assert seen["run_dir"] == Path("runs") / "residual_unet_synth" and seen["resume"] is True
+
+
+def test_finishing_config_trains_on_restorations_and_validates_on_them(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from deblurcli.io import Image, write_image
+    from deblurcli.train.config import recipe_of
+    from deblurcli.train.data import build_val_set
+
+    cfg = load_config(RECIPE.parent / "nafnet_finish.toml")
+    recipe = recipe_of(cfg.data)
+    assert recipe.deconvolve_prob == 1.0 and recipe.kernel_error_max > 0
+    assert cfg.val.deconvolve and cfg.run.init.startswith("nafnet@")
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(96, 96, 3)), 0), 1)
+    smooth = ((smooth - smooth.min()) / np.ptp(smooth)).astype(np.float32)
+    write_image(tmp_path / "a.png", Image(pixels=smooth, dtype=np.dtype(np.uint8)))
+    val = cfg.val.__class__(sharp=str(tmp_path), count=1, crop=32, kernel_size=15)
+    plain = build_val_set(val)
+    restored = build_val_set(cfg.val.__class__(**{**val.__dict__, "deconvolve": True}))
+    assert plain is not None and restored is not None
+    assert torch.equal(plain.sharp, restored.sharp)
+    assert not torch.equal(plain.blurry, restored.blurry)

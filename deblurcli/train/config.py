@@ -123,6 +123,11 @@ class DataConfig:
     """Reduction factor of that resolution loss, [low, high]."""
     sharpen_prob: float = 0.0
     """Probability of in-camera sharpening (unsharp mask) of the blurry image."""
+    deconvolve_prob: float = 0.0
+    """Share of pairs whose input is the blurry image restored with an imperfect kernel (a
+    network that finishes blind deconvolution; :func:`deblurcli.degrade.imperfect_kernel`)."""
+    kernel_error_max: float = 1.0
+    """Largest strength of those kernel errors (each pair draws U(0, max))."""
     noise_max: float = 0.02
     """Read-noise sigma drawn from U(0, noise_max) (on [0, 1])."""
     shot_noise_max: float = 0.0
@@ -163,6 +168,9 @@ class ValConfig:
     """Seed of the synthetic degradations (the same set every run)."""
     kernel_size: int = 21
     """Kernel canvas of the synthetic validation blurs (all three kinds, noise sigma <= 0.01)."""
+    deconvolve: bool = False
+    """Synthetic inputs are restorations with imperfect kernels, as ``data.deconvolve_prob``
+    makes them (validation of a network that finishes blind deconvolution)."""
 
 
 @dataclass
@@ -390,6 +398,8 @@ def recipe_of(data: DataConfig) -> Any:
         resample_prob=data.resample_prob,
         resample_range=tuple(float(v) for v in data.resample_range),
         sharpen_prob=data.sharpen_prob,
+        deconvolve_prob=data.deconvolve_prob,
+        kernel_error_max=data.kernel_error_max,
     )
 
 

@@ -780,6 +780,7 @@ def build_val_set(cfg: ValConfig, channels: int = 3, *, reference: bool = False)
                 size_range=(5, cfg.kernel_size),
                 linear_light=False,
                 noise_range=(0.0, VAL_NOISE_MAX),
+                deconvolve_prob=1.0 if cfg.deconvolve else 0.0,
             )
             pair = synthesize(region, rng, recipe, margin=margin)
             if reference:
