@@ -126,6 +126,8 @@ _BLIND_PARAMS = (
     _p("seed", "int", 0, "seed; CPU runs with the same seed are identical"),
     _p("restarts", "int", None,
        "re-runs with the next seed after a degenerate result (default: 2 fast, 0 paper)"),
+    _p("finish", "str", None,
+       "fast: network that finishes the restoration (name@tag or file; none: off)"),
 )
 
 

@@ -337,3 +337,30 @@ def test_fast_fit_re_solves_the_kernel_on_the_photo_and_reports_it() -> None:
                 {"photo_solve_threshold": 1.0}):
         with pytest.raises(BlindDeconvolutionError, match="photo_solve"):
             FastConfig(**bad)
+
+
+def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> None:
+    from _models import perturbed
+
+    from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
+    from deblurcli.engine import ModelInfo, save_checkpoint
+
+    model = perturbed(NAFNet(NAFNetConfig(width=4, encoder_blocks=(1,), middle_blocks=1,
+                                          decoder_blocks=(1,))))
+    path = tmp_path / "finish.safetensors"
+    save_checkpoint(path, model, ModelInfo.for_model("nafnet", model))
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:96, :96], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1)
+    plain, finished = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish=str(path)))
+    assert plain.finish_seconds == 0 and finished.finish_seconds > 0
+    np.testing.assert_array_equal(finished.kernel, plain.kernel)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(plain.image).permute(2, 0, 1)[None]).clamp(0, 1)
+    np.testing.assert_allclose(finished.image, expected[0].permute(1, 2, 0).numpy(), atol=1e-5)
+    # a degenerate estimate returns the photo itself, never a network's guess
+    flat = np.full((96, 96, 3), 0.5, np.float32)
+    given_up = fast_fit(flat, replace(cfg, finish=str(path)))
+    assert given_up.collapse and given_up.finish_seconds == 0
+    np.testing.assert_array_equal(given_up.image, flat)

@@ -138,3 +138,19 @@ def test_real_pipeline_smoke_and_too_small_image(app: Any, tmp_path: Path,
     # the kernel written has the size asked for (the estimation margin is cropped off)
     assert np.loadtxt(tmp_path / "out" / "good_kernel.txt").shape == (5, 5)
     assert items["good.png"]["details"]["kernel_size"] == [5, 5]
+
+
+def test_finish_option_reaches_the_fast_preset_and_a_missing_model_fails_once(
+        app: Any, tmp_path: Path, calls: list[dict[str, Any]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _image(tmp_path / "a.png"), _image(tmp_path / "b.png")
+    code, _ = _invoke(["deconvolve-blind", str(a), "-o", str(tmp_path / "o.png"),
+                       "--finish", "none"], capsys)
+    assert code == 0 and calls[0]["finish"] == "none"
+    code, _ = _invoke(["deconvolve-blind", str(a), "-o", str(tmp_path / "p.png"),
+                       "--preset", "paper", "--finish", "none"], capsys)
+    assert code == 2
+    out = tmp_path / "missing"
+    code, _ = _invoke(["deconvolve-blind", str(a), str(b), "-o", str(out),
+                       "--finish", str(tmp_path / "nowhere.safetensors")], capsys)
+    assert code == 4 and len(calls) == 1 and not out.exists()

@@ -41,6 +41,11 @@ def deconvolve_blind(
         "(default: 2 with the fast preset, where only failed photos pay for them; 0 with "
         "paper). A fast run that stays degenerate returns the photo unchanged, with a "
         "warning."))] = None,
+    finish: Annotated[Optional[str], typer.Option("--finish", metavar="MODEL|none", help=(
+        "Fast preset: the network that finishes the restoration, trained on photos restored "
+        "with slightly wrong kernels (it removes the ringing and noise they leave): a model "
+        "name, name@tag or .safetensors file; none: the non-blind solve as it is. Default: "
+        "the preset's (docs/blind.md). Never applied to a photo returned unchanged."))] = None,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,
@@ -92,6 +97,11 @@ def deconvolve_blind(
         raise typer.BadParameter("use fast or paper", param_hint="--preset")
     size = parse_kernel_size(kernel_size) if kernel_size else None
     overrides = parse_overrides(preset, param)
+    if finish is not None:
+        if preset != "fast":
+            raise typer.BadParameter("only the fast preset has a finishing network",
+                                     param_hint="--finish")
+        overrides["finish"] = finish
     options = BatchOptions(
         output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
         bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,
@@ -114,6 +124,10 @@ def deconvolve_blind(
     from deblurcli.optim.vdip import BlindDeconvolutionError
 
     dev = resolve_device(device)
+    if preset == "fast":  # a missing finishing model fails here, once, not on every photo
+        from deblurcli.optim.fast import FastConfig, finishing_model
+
+        finishing_model(overrides.get("finish", FastConfig().finish))
     info(f"deconvolve-blind: {method}, preset {preset}, device {dev}, seed {seed}", quiet=quiet)
     show = progress_enabled(no_progress, quiet)
     bar = Progress(TextColumn("{task.description}"), BarColumn(),

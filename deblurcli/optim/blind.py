@@ -240,6 +240,8 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] 
                "refine": {"iters": cfg.refine_iters if result.refine_seconds else 0,
                           "seconds": round(result.refine_seconds, 3)},
                "photo_solve_seconds": round(result.photo_solve_seconds, 3),
+               "finish": {"model": cfg.finish if result.finish_seconds else None,
+                          "seconds": round(result.finish_seconds, 3)},
                "fallback": bool(result.collapse),
                "image_model": cfg.resolved_image_model,
                "levels": result.levels, "crop_box": list(result.crop_box),

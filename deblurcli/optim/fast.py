@@ -32,6 +32,7 @@ form, Gaussian kernel prior — and changes how it is solved:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -39,7 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -167,6 +168,12 @@ class FastConfig:
     """Ridge weight of that solve (on gradients of values in [0, 1])."""
     photo_solve_threshold: float = 0.05
     """Kernel entries below this fraction of the peak are zeroed after that solve."""
+    finish: str = ""
+    """A network that finishes the restoration (model reference: ``name@tag``, name or a
+    ``.safetensors`` file; empty or ``none``: off). Trained on photos restored with imperfect
+    kernels (``configs/nafnet_finish.toml``), it removes what a slightly wrong kernel leaves:
+    ringing, ghost edges, amplified noise. Not applied when the estimate is degenerate (the
+    photo is then returned unchanged)."""
     # --- generator (Adam) ---
     width: int = 16
     """Channels of the narrow generator (down and up)."""
@@ -331,6 +338,8 @@ class FastResult:
     """Time of the full-resolution refinement of the chosen kernel (0: not run)."""
     photo_solve_seconds: float = 0.0
     """Time of the kernel's re-solve on the photo, ``photo_solve`` (0: not run)."""
+    finish_seconds: float = 0.0
+    """Time of the finishing network, ``finish`` (0: not run)."""
 
 
 def auto_prefilter(luma_noise: float) -> float:
@@ -933,6 +942,11 @@ def fast_fit(
         warnings.append(f"no reliable blur kernel found ({why}); the photo is returned "
                         "unchanged (try a --kernel-size, or more --restarts)")
         image = pixels.copy()
+    finish_seconds = 0.0
+    if not collapse and cfg.finish.strip().lower() not in ("", "none"):
+        t0 = time.perf_counter()
+        image = finish_restoration(image, cfg.finish, dev)
+        finish_seconds = time.perf_counter() - t0
     for message in warnings:
         log.warning(message)
     return FastResult(
@@ -942,7 +956,46 @@ def fast_fit(
         prefilter=prefilter, weight=params.get("weight"), sharpening=sharpening,
         crop_distance=crop_distance, misfit=misfit, chosen_crop=chosen, crop_misfits=crop_misfits,
         refine_seconds=refine_seconds, photo_solve_seconds=photo_seconds,
+        finish_seconds=finish_seconds,
     )
+
+
+def finishing_model(model: str) -> str | None:
+    """The finishing network's resolved file, or None when ``model`` is empty or ``none``.
+
+    Raises:
+        ModelUnavailableError: the model is neither shipped nor cached.
+        ChecksumError: the file does not match its manifest hash.
+    """
+    if model.strip().lower() in ("", "none"):
+        return None
+    from deblurcli.engine import resolve
+
+    return str(resolve(model).path)
+
+
+@functools.lru_cache(maxsize=2)
+def _finisher(model: str, device: str) -> Any:
+    from deblurcli.engine import load_model
+
+    return load_model(model, device=device)
+
+
+def finish_restoration(image: np.ndarray, model: str, device: torch.device) -> np.ndarray:
+    """Run the finishing network ``model`` (a model reference) over a restored photo.
+
+    The engine loads it (hash-verified, never unpickled; kept for the next photo of a batch)
+    and tiles large photos.
+
+    Raises:
+        ModelUnavailableError: the model is neither shipped nor cached.
+
+    Shape:
+        - image: :math:`(H, W, C)` float32 in [0, 1]; returns the same
+    """
+    restorer = _finisher(model, str(device))
+    out = restorer(hwc_to_tensor(np.ascontiguousarray(image)))
+    return tensor_to_hwc(out).astype(np.float32)
 
 
 def choose_kernel(pixels: np.ndarray, kernels: list[Tensor], sigma: float, nonblind: str,
