@@ -310,8 +310,8 @@ class Recipe:
     deconvolve_prob: float = 0.0
     """Probability that the network input is not the blurry image but its non-blind restoration
     with an imperfect copy of the kernel (:func:`imperfect_kernel`, hyper-Laplacian at
-    ``deconvolve_weight_factor`` times :func:`deblurcli.deconv.noise_weight` of the read noise):
-    what blind deconvolution hands a finishing network."""
+    ``deconvolve_weight_factor`` times :func:`deblurcli.deconv.noise_weight` of the read noise,
+    at least :data:`RESTORE_MIN_WEIGHT`): what blind deconvolution hands a finishing network."""
     kernel_error_max: float = 1.0
     """Largest :func:`imperfect_kernel` strength; each pair draws U(0, max)."""
     deconvolve_weight_factor: float = 2.0
@@ -343,6 +343,10 @@ class Recipe:
                              f"got {self.resample_range}")
         if self.kernel_error_max < 0 or self.deconvolve_weight_factor <= 0:
             raise ValueError("kernel_error_max must be >= 0 and deconvolve_weight_factor > 0")
+
+
+RESTORE_MIN_WEIGHT = 3e-4
+"""Floor of that restoration's prior weight (the fast blind preset's ``min_weight``)."""
 
 
 SHAKE_BENCH_RECIPE = Recipe(
@@ -517,7 +521,8 @@ def synthesize(
 
     Order: (linear light) → highlight boost → camera blur (uniform or spatially varying) or loss of
     resolution → moving object → clip and back to the stored encoding → crop the margin →
-    signal-dependent noise → in-camera sharpening → JPEG → 8-bit quantisation. The sharp target
+    signal-dependent noise → in-camera sharpening → JPEG → 8-bit quantisation (→ with
+    ``deconvolve_prob``: a restoration with an imperfect kernel, then the margin). The sharp target
     gets the same highlight boost and object, without blur, noise or sharpening, and is quantised
     the same way.
 
@@ -616,7 +621,7 @@ def synthesize(
 
         strength = float(rng.uniform(0.0, recipe.kernel_error_max))
         guess = imperfect_kernel(kernel, rng, strength)
-        weight = max(3e-4, recipe.deconvolve_weight_factor * noise_weight(max(read, 1e-3)))
+        weight = max(RESTORE_MIN_WEIGHT, recipe.deconvolve_weight_factor * noise_weight(max(read, 1e-3)))
         blurry = deconvolve(quantize8(blurry), guess, method="hyperlaplacian", weight=weight)
         details.update(restored=True, kernel_error=strength, restore_weight=weight)
         if margin:
