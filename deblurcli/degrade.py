@@ -621,7 +621,8 @@ def synthesize(
 
         strength = float(rng.uniform(0.0, recipe.kernel_error_max))
         guess = imperfect_kernel(kernel, rng, strength)
-        weight = max(RESTORE_MIN_WEIGHT, recipe.deconvolve_weight_factor * noise_weight(max(read, 1e-3)))
+        weight = recipe.deconvolve_weight_factor * noise_weight(max(read, 1e-3))
+        weight = max(RESTORE_MIN_WEIGHT, weight)
         blurry = deconvolve(quantize8(blurry), guess, method="hyperlaplacian", weight=weight)
         details.update(restored=True, kernel_error=strength, restore_weight=weight)
         if margin:
