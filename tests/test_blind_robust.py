@@ -352,9 +352,10 @@ def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> No
     rng = np.random.default_rng(3)
     photo = convolve(_photo()[:96, :96], _line(7, 9), boundary="reflect")
     photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
-    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1, finish="none")
     plain, finished = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish=str(path)))
     assert plain.finish_seconds == 0 and finished.finish_seconds > 0
+    assert plain.finish_skipped == finished.finish_skipped == ""
     np.testing.assert_array_equal(finished.kernel, plain.kernel)
     with torch.no_grad():
         expected = model(torch.from_numpy(plain.image).permute(2, 0, 1)[None]).clamp(0, 1)
@@ -363,4 +364,37 @@ def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> No
     flat = np.full((96, 96, 3), 0.5, np.float32)
     given_up = fast_fit(flat, replace(cfg, finish=str(path)))
     assert given_up.collapse and given_up.finish_seconds == 0
+    assert given_up.finish_skipped == "degenerate estimate"
     np.testing.assert_array_equal(given_up.image, flat)
+    # a grayscale photo keeps the plain restoration unless finish_gray asks for the network
+    gray = np.repeat(photo.mean(axis=2, keepdims=True), 3, axis=2)
+    kept = fast_fit(gray, replace(cfg, finish=str(path)))
+    assert kept.finish_seconds == 0 and kept.finish_skipped.startswith("grayscale")
+    np.testing.assert_array_equal(kept.image, fast_fit(gray, cfg).image)
+    forced = fast_fit(gray[..., :1], replace(cfg, finish=str(path), finish_gray=True))
+    assert forced.finish_seconds > 0 and forced.finish_skipped == ""
+
+
+def test_is_grayscale_means_one_channel_or_equal_channels() -> None:
+    from deblurcli.optim.fast import is_grayscale
+
+    rgb = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    assert not is_grayscale(rgb)
+    assert is_grayscale(rgb[..., :1])
+    equal = np.repeat(rgb[..., :1], 3, axis=2)
+    assert is_grayscale(equal)
+    equal[0, 0, 2] += 0.5 / 255  # 8-bit rounding is still gray
+    assert is_grayscale(equal)
+    equal[0, 0, 2] += 2 / 255
+    assert not is_grayscale(equal)
+    with_alpha = np.concatenate([equal[..., :1].repeat(3, axis=2), rgb[..., :1]], axis=2)
+    assert is_grayscale(with_alpha)
+
+
+def test_the_shipped_finishing_network_is_the_fast_default_and_resolves() -> None:
+    from deblurcli.optim.fast import finishing_model
+
+    assert FastConfig().finish == "nafnet-finish@cpu-v1"
+    path = finishing_model(FastConfig().finish)
+    assert path is not None and path.endswith("nafnet-finish-cpu-v1.safetensors")
+    assert finishing_model("none") is None and finishing_model("") is None
