@@ -953,7 +953,7 @@ def fast_fit(
                         "unchanged (try a --kernel-size, or more --restarts)")
         image = pixels.copy()
     finish_seconds, finish_skipped = 0.0, ""
-    if cfg.finish.strip().lower() not in ("", "none"):
+    if not _finish_off(cfg.finish):
         if collapse:
             finish_skipped = "degenerate estimate"
         elif not cfg.finish_gray and is_grayscale(pixels):
@@ -975,6 +975,11 @@ def fast_fit(
     )
 
 
+def _finish_off(model: str) -> bool:
+    """Whether a ``finish`` reference means no finishing network (empty or ``none``)."""
+    return model.strip().lower() in ("", "none")
+
+
 def finishing_model(model: str) -> str | None:
     """The finishing network's resolved file, or None when ``model`` is empty or ``none``.
 
@@ -982,7 +987,7 @@ def finishing_model(model: str) -> str | None:
         ModelUnavailableError: the model is neither shipped nor cached.
         ChecksumError: the file does not match its manifest hash.
     """
-    if model.strip().lower() in ("", "none"):
+    if _finish_off(model):
         return None
     from deblurcli.engine import resolve
 
