@@ -316,6 +316,9 @@ class Recipe:
     """Largest :func:`imperfect_kernel` strength; each pair draws U(0, max)."""
     deconvolve_weight_factor: float = 2.0
     """Prior weight of that restoration over the true-kernel rule (the fast blind preset's 2)."""
+    deconvolve_guide: bool = False
+    """With a restoration, also return its :func:`restoration_guide` (the observed photo and the
+    restoration blurred again with the kernel it used) for a guided finishing network."""
 
     @property
     def margin(self) -> int:
@@ -367,6 +370,30 @@ class DegradedPair:
     kernel: np.ndarray
     """The (centre) blur kernel, true-convolution orientation, sum 1."""
     details: dict[str, object] = field(default_factory=dict)
+    guide: np.ndarray | None = None
+    """``H × W × 2C`` :func:`restoration_guide` of a restored pair (``Recipe.deconvolve_guide``)."""
+
+
+def restoration_guide(observed: np.ndarray, restored: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """What a guided finishing network reads beside a restoration: the photo that was observed
+    and the restoration blurred again with the kernel it was made with, stacked on channels.
+
+    Where the kernel was right the two agree up to noise; where it was wrong their difference
+    shows the structure the restoration failed to explain (ghost edges, ringing, residual blur).
+
+    Args:
+        observed: The blurry photo, ``H × W × C`` in [0, 1].
+        restored: Its non-blind restoration with ``kernel``, same shape (clipped to [0, 1] here).
+        kernel: The kernel of that restoration, true-convolution orientation, sum 1.
+
+    Returns:
+        ``H × W × 2C`` float32: ``observed`` then ``kernel ∗ restored``, in [0, 1].
+    """
+    reblurred = np.clip(convolve(np.clip(restored, 0.0, 1.0), kernel), 0.0, 1.0)
+    if reblurred.ndim == 2:
+        reblurred = reblurred[..., None]
+    observed = np.asarray(observed, dtype=np.float32).reshape(reblurred.shape)
+    return np.concatenate([observed, reblurred], axis=2)
 
 
 def _odd_between(rng: np.random.Generator, low: int, high: int) -> int:
@@ -600,6 +627,7 @@ def synthesize(
         blurry, sharp = blurry ** (1 / gamma), sharp ** (1 / gamma)
     # a restoration needs the content around the crop: the margin goes after it
     restore = bool(recipe.deconvolve_prob) and rng.random() < recipe.deconvolve_prob
+    guide: np.ndarray | None = None
     inner = (slice(margin, -margin), slice(margin, -margin))
     if margin and not restore:
         blurry, sharp = blurry[inner], sharp[inner]
@@ -623,12 +651,17 @@ def synthesize(
         guess = imperfect_kernel(kernel, rng, strength)
         weight = recipe.deconvolve_weight_factor * noise_weight(max(read, 1e-3))
         weight = max(RESTORE_MIN_WEIGHT, weight)
-        blurry = deconvolve(quantize8(blurry), guess, method="hyperlaplacian", weight=weight)
+        observed = quantize8(blurry)
+        blurry = deconvolve(observed, guess, method="hyperlaplacian", weight=weight)
         details.update(restored=True, kernel_error=strength, restore_weight=weight)
+        if recipe.deconvolve_guide:
+            guide = quantize8(restoration_guide(observed, blurry, guess))
         if margin:
             blurry, sharp = blurry[inner], sharp[inner]
+            guide = None if guide is None else np.ascontiguousarray(guide[inner])
     return DegradedPair(
-        quantize8(blurry), quantize8(np.ascontiguousarray(sharp)), np.asarray(kernel), details
+        quantize8(blurry), quantize8(np.ascontiguousarray(sharp)), np.asarray(kernel), details,
+        guide,
     )
 
 
@@ -648,6 +681,7 @@ __all__ = [
     "quantize8",
     "read_frame_sequence",
     "resolution_loss",
+    "restoration_guide",
     "synthesize",
     "unsharp_mask",
     "varying_shake_blur",

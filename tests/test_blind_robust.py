@@ -375,6 +375,42 @@ def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> No
     assert forced.finish_seconds > 0 and forced.finish_skipped == ""
 
 
+def test_a_guided_finishing_network_reads_the_photo_and_the_reblurred_restoration(
+        tmp_path) -> None:
+    from _models import perturbed
+
+    from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
+    from deblurcli.degrade import restoration_guide
+    from deblurcli.engine import ModelInfo, save_checkpoint
+    from deblurcli.errors import UsageError
+    from deblurcli.optim.fast import finish_restoration
+
+    model = perturbed(NAFNet(NAFNetConfig(width=4, encoder_blocks=(1,), middle_blocks=1,
+                                          decoder_blocks=(1,), guide_channels=6)))
+    path = tmp_path / "guided.safetensors"
+    save_checkpoint(path, model, ModelInfo.for_model("nafnet", model))
+    rng = np.random.default_rng(3)
+    kernel = _line(7, 9)
+    observed = convolve(_photo()[:48, :64], kernel, boundary="reflect").astype(np.float32)
+    restored = np.clip(observed + rng.normal(0, 0.02, observed.shape), 0, 1).astype(np.float32)
+    out = finish_restoration(restored, str(path), torch.device("cpu"), observed=observed,
+                             kernel=kernel)
+    guide = restoration_guide(observed, restored, kernel)
+    assert guide.shape == (48, 64, 6)
+    np.testing.assert_allclose(guide[..., 3:], np.clip(convolve(restored, kernel), 0, 1),
+                               atol=1e-6)
+    stacked = np.concatenate([restored, guide], axis=2)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(stacked).permute(2, 0, 1)[None]).clamp(0, 1)
+    np.testing.assert_allclose(out, expected[0].permute(1, 2, 0).numpy(), atol=1e-5)
+    # the guide changes the result: the network does read it
+    other = finish_restoration(restored, str(path), torch.device("cpu"),
+                               observed=np.zeros_like(observed), kernel=kernel)
+    assert np.abs(other - out).max() > 1e-3
+    with pytest.raises(UsageError, match="guide"):
+        finish_restoration(restored, str(path), torch.device("cpu"))
+
+
 def test_is_grayscale_means_one_channel_or_equal_channels() -> None:
     from deblurcli.optim.fast import is_grayscale
 
@@ -394,7 +430,7 @@ def test_is_grayscale_means_one_channel_or_equal_channels() -> None:
 def test_the_shipped_finishing_network_is_the_fast_default_and_resolves() -> None:
     from deblurcli.optim.fast import finishing_model
 
-    assert FastConfig().finish == "nafnet-finish@cpu-v1"
+    assert FastConfig().finish == "nafnet-finish@cpu-v2"
     path = finishing_model(FastConfig().finish)
-    assert path is not None and path.endswith("nafnet-finish-cpu-v1.safetensors")
+    assert path is not None and path.endswith("nafnet-finish-cpu-v2.safetensors")
     assert finishing_model("none") is None and finishing_model("") is None

@@ -128,3 +128,19 @@ def test_models_verify_reports_a_corrupt_cached_file_and_keeps_it(
                            capsys)
     assert code == 5 and json.loads(out)["models"][0]["status"] == "corrupt"
     assert cached.read_bytes() == b"not the checkpoint"  # reported, not deleted
+
+
+def test_deblur_refuses_a_finishing_network_that_reads_a_guide(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
+    from deblurcli.engine import ModelInfo, save_checkpoint
+
+    model = NAFNet(NAFNetConfig(width=4, encoder_blocks=(1,), middle_blocks=1,
+                                decoder_blocks=(1,), guide_channels=6))
+    path = tmp_path / "guided.safetensors"
+    save_checkpoint(path, model, ModelInfo.for_model("nafnet", model))
+    out = tmp_path / "out.png"
+    code, _, err = run_cli(["deblur", str(photo), "--model", str(path), "-o", str(out)], capsys)
+    assert code == 2 and "deconvolve-blind" in err and "--finish" in err, err
+    assert not out.exists()

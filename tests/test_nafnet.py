@@ -14,6 +14,7 @@ from deblurcli.archs import REGISTRY, config_of
 from deblurcli.archs.nafnet import NAFNet, NAFNetConfig, box_mean
 from deblurcli.engine import ModelInfo, load_checkpoint, read_metadata, save_checkpoint
 from deblurcli.engine.restorer import Restorer
+from deblurcli.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = REGISTRY["nafnet"].tiny_config
@@ -102,6 +103,37 @@ def test_a_model_grown_by_blocks_computes_what_it_did_before() -> None:
     x = torch.rand(1, 3, 24, 40)
     with torch.no_grad():
         assert (grown(x) - small(x)).abs().max() < 1e-6
+
+
+def test_a_guided_model_grown_from_an_unguided_one_computes_what_it_did_before() -> None:
+    # the guide's input convolution starts at zero: warm-starting a guided finishing network
+    # from an unguided one (run.init_grow) starts from exactly the parent's function
+    from deblurcli.train.loop import load_grown
+
+    plain = _randomised(NAFNetConfig(**TINY))
+    guided = NAFNet(NAFNetConfig(**{**TINY, "guide_channels": 6})).eval()
+    assert load_grown(guided, plain.state_dict(), allow_new=True) == ["guide_head.weight"]
+    x, guide = torch.rand(1, 3, 24, 40), torch.rand(1, 6, 24, 40)
+    with torch.no_grad():
+        assert (guided(torch.cat([x, guide], 1)) - plain(x)).abs().max() < 1e-6
+    info = ModelInfo.for_model("nafnet", guided)
+    assert info.guide_channels == 6 and info.in_channels == info.out_channels == 3
+    # the engine tiles the guide with the image, and refuses to run without it
+    guided = _randomised(NAFNetConfig(**{**TINY, "guide_channels": 6, "attention_window": 8}),
+                         scale=0.05)
+    restorer = Restorer(guided, info, device=torch.device("cpu"), dtype=torch.float32)
+    x, guide = torch.rand(1, 3, 70, 301), torch.rand(1, 6, 70, 301)
+    whole = restorer(x, guide=guide, tile=None)
+    assert whole.shape == x.shape
+    assert (restorer(x, guide=guide, tile=160, overlap=120) - whole).abs().max() < 1e-4
+    assert (restorer(x, guide=torch.zeros_like(guide), tile=None) - whole).abs().max() > 1e-3
+    with pytest.raises(UsageError, match="guide"):
+        restorer(x)
+    with pytest.raises(UsageError, match="guide"):
+        restorer(x, guide=guide[:, :3])
+    with pytest.raises(UsageError, match="takes no guide"):
+        Restorer(plain, ModelInfo.for_model("nafnet", plain), device=torch.device("cpu"),
+                 dtype=torch.float32)(x, guide=guide)
 
 
 def test_checkpoint_round_trip_keeps_config_and_outputs(tmp_path: Path) -> None:

@@ -78,7 +78,8 @@ def test_pack_holds_exactly_the_on_the_fly_pairs(
     stored = load_file(str(pack))
     assert tuple(stored["blurry"].shape) == (12, 40, 40, 3) and stored["sharp"].dtype == torch.uint8
     for j in range(12):
-        blurry, sharp = data.pool_pair(spec, j)
+        blurry, sharp, guide = data.pool_pair(spec, j)
+        assert guide is None  # no restoration guides in this recipe
         assert np.array_equal(stored["blurry"][j].numpy(), np.round(blurry * 255).astype(np.uint8))
         assert np.array_equal(stored["sharp"][j].numpy(), np.round(sharp * 255).astype(np.uint8))
     # a single-process build stores the same pairs
@@ -95,6 +96,49 @@ def test_pack_holds_exactly_the_on_the_fly_pairs(
         changed = _pack_config(images, frames, pack, **{key: value})
         with pytest.raises(UsageError, match=named):
             data.make_dataset(changed.data, seed=0)
+
+
+def test_a_guided_pack_stores_each_restorations_guide_aligned_with_it(
+    images: Path, tmp_path: Path
+) -> None:
+    pack = tmp_path / "guided.safetensors"
+    guided = {"data.kind": "pack", "data.pack": str(pack), "data.pack_count": 4,
+              "data.pack_size": 40, "data.deconvolve_prob": 1.0, "data.deconvolve_guide": True,
+              "data.noise_max": 0.01, "model.config.guide_channels": 6,
+              "val.deconvolve": True, "val.crop": 32, "run.steps": 2, "run.val_every": 2}
+    cfg = tiny_config(images, "nafnet", **guided)
+    spec = data.pool_spec_of(cfg)
+    data.build_pair_pack(spec, 4, pack, workers=1)
+    stored = load_file(str(pack))
+    assert tuple(stored["guide"].shape) == (4, 40, 40, 6)
+    for j in range(4):
+        blurry, sharp, guide = data.pool_pair(spec, j)
+        assert guide is not None and guide.shape == (40, 40, 6)
+        assert np.array_equal(stored["guide"][j].numpy(), np.round(guide * 255).astype(np.uint8))
+        # the guide's first half is the observed photo: blurrier than the restoration
+        observed = guide[..., :3]
+        assert np.abs(observed - sharp).mean() > 0 and not np.array_equal(observed, blurry)
+    # the training crop cuts the guide at the same window as the image (no flips: compare)
+    unflipped = replace(cfg.data, flips=False)
+    sample = data.make_dataset(unflipped, seed=0)[1]
+    assert sample["guide"].shape == (6, 32, 32)
+    j = data.make_dataset(unflipped, seed=0)._item(1)
+    full = stored["blurry"][j].permute(2, 0, 1).float() / 255
+    found = [(y, x) for y in range(9) for x in range(9)
+             if torch.equal(full[:, y : y + 32, x : x + 32], sample["blurry"])]
+    assert len(found) == 1
+    (y, x), whole = found[0], stored["guide"][j].permute(2, 0, 1).float() / 255
+    assert torch.equal(whole[:, y : y + 32, x : x + 32], sample["guide"])
+    # the training loop feeds the guide and validates on guided restorations
+    result = fit(cfg, tmp_path / "run")
+    assert result.step == 2
+    # a guided model needs guided pairs, and guides need a guided model
+    with pytest.raises(ConfigError, match="guide_channels"):
+        tiny_config(images, "nafnet", **{**guided, "data.deconvolve_guide": False})
+    with pytest.raises(ConfigError, match="deconvolve_guide"):
+        tiny_config(images, "nafnet", **{**guided, "model.config.guide_channels": 0})
+    with pytest.raises(ConfigError, match="guide_channels"):
+        tiny_config(images, "nafnet", **{**guided, "data.deconvolve_prob": 0.5})
 
 
 def test_pack_config_errors(images: Path, tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ class NAFNetConfig:
     """Blocks at each decoder level, finest first; as long as ``encoder_blocks``."""
     expand: int = 2
     """Channel expansion before each simple gate (the paper: 2)."""
+    guide_channels: int = 0
+    """Extra per-pixel input channels read beside the image (0: none). A finishing network of
+    blind deconvolution reads its restoration's guide here
+    (:func:`deblurcli.degrade.restoration_guide`, ``2 × in_channels``): the model input is the
+    image and the guide stacked on channels, its output the image's channels."""
     attention_window: int = 0
     """Pixels (at full resolution) over which the channel attention averages: 0 averages the
     whole image, as the paper; N averages an N-px box around each pixel (N / 2^l at level l), so a
@@ -63,6 +68,8 @@ class NAFNetConfig:
                              f"{self.decoder_blocks} must have the same length")
         if not self.encoder_blocks:
             raise ValueError("encoder_blocks must name at least one level")
+        if self.guide_channels < 0:
+            raise ValueError(f"guide_channels must be >= 0, got {self.guide_channels}")
 
 
 class LayerNorm2d(nn.Module):
@@ -161,6 +168,12 @@ class NAFNet(nn.Module):
         windows = [max(1, config.attention_window // 2**i) if config.attention_window else 0
                    for i in range(levels + 1)]
         self.head = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
+        # the guide's own head starts at zero: a guided model grown from an unguided one
+        # (run.init_grow) computes exactly what its parent did
+        self.guide_head = (nn.Conv2d(config.guide_channels, widths[0], 3, padding=1, bias=False)
+                           if config.guide_channels else None)
+        if self.guide_head is not None:
+            nn.init.zeros_(self.guide_head.weight)
         self.encoders = nn.ModuleList(
             _stage(w, n, config.expand, win)
             for w, n, win in zip(widths, config.encoder_blocks, windows, strict=False)
@@ -187,8 +200,13 @@ class NAFNet(nn.Module):
         return 2 ** len(self.config.encoder_blocks)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Deblur ``x`` (N, C, H, W) → (N, C, H, W)."""
-        features = self.head(x)
+        """Deblur ``x`` (N, C + G, H, W) → (N, C, H, W): C image channels, then G =
+        ``guide_channels`` guide channels (none by default)."""
+        if self.guide_head is not None:
+            x, guide = x[:, : self.config.in_channels], x[:, self.config.in_channels :]
+            features = self.head(x) + self.guide_head(guide)
+        else:
+            features = self.head(x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs, strict=True):
             features = encoder(features)

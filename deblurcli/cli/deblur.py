@@ -87,6 +87,9 @@ def deblur(
         if restorer.info.inputs == 2:
             raise UsageError(f"model {restorer.name} needs a sharp reference photo: "
                              f"deblurcli deblur-ref IN --ref REF --model {ref}")
+        if restorer.info.guide_channels:
+            raise UsageError(f"model {restorer.name} finishes a blind deconvolution and reads "
+                             f"its guide: deblurcli deconvolve-blind IN --finish {ref}")
     info(f"model {restorer.name} on {restorer.device} ({restorer.precision})", quiet=quiet)
 
     def process(job: Any, image: Any, on_tiles: Any) -> ItemResult:

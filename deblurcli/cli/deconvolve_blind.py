@@ -45,7 +45,7 @@ def deconvolve_blind(
         "Fast preset: the network that finishes the restoration, trained on photos restored "
         "with slightly wrong kernels (it removes the ringing and noise they leave): a model "
         "name, name@tag or .safetensors file; none: the non-blind solve as it is. Default: "
-        "nafnet-finish@cpu-v1 (docs/blind.md). Never applied to a photo returned unchanged, "
+        "nafnet-finish@cpu-v2 (docs/blind.md). Never applied to a photo returned unchanged, "
         "nor to a grayscale photo (it lowered the grayscale Levin set; --param "
         "finish_gray=true applies it anyway)."))] = None,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(

@@ -30,6 +30,9 @@ class ModelInfo:
     """1: ``model(blurry)``; 2: ``model(blurry, reference)``."""
     in_channels: int = 3
     out_channels: int = 3
+    guide_channels: int = 0
+    """Per-pixel guide channels the model reads after the image's (e.g. a finishing network's
+    :func:`deblurcli.degrade.restoration_guide`); the Restorer tiles them with the image."""
     size_multiple: int = 1
     """The Restorer pads inputs to multiples of this and crops the output back."""
     supports_fp16: bool = False
@@ -58,6 +61,7 @@ class ModelInfo:
             arch=arch,
             in_channels=channels,
             out_channels=getattr(model.config, "out_channels", channels),
+            guide_channels=int(getattr(model.config, "guide_channels", 0) or 0),
             size_multiple=int(getattr(model, "size_multiple", values["size_multiple"])),
             inputs=int(getattr(model, "inputs", values["inputs"])),
         )

@@ -137,11 +137,30 @@ class Restorer:
         side = int(math.sqrt(CPU_TILE_PIXELS))
         return side - side % self.info.size_multiple
 
+    def _with_guide(self, batch: Tensor, guide: Tensor | None) -> Tensor:
+        """``batch`` (N, C, H, W) with the guide's channels appended, as the model reads it."""
+        wanted = self.info.guide_channels
+        if guide is None and not wanted:
+            return batch
+        if guide is None:
+            raise UsageError(
+                f"model {self.name} finishes a blind deconvolution and reads its guide "
+                f"({wanted} channels); run it with `deblurcli deconvolve-blind --finish "
+                f"{self.name}`, not on a photo alone")
+        if not wanted:
+            raise UsageError(f"model {self.name} takes no guide")
+        if guide.ndim != 4 or guide.shape[1] != wanted or guide.shape[-2:] != batch.shape[-2:]:
+            raise UsageError(f"model {self.name}: guide of shape {tuple(guide.shape)} does not "
+                             f"fit {wanted} channels of {tuple(batch.shape[-2:])}")
+        guide = guide.detach().float().cpu().expand(batch.shape[0], -1, -1, -1)
+        return torch.cat([batch, guide], dim=1)
+
     def __call__(
         self,
         x: Tensor,
         reference: Tensor | None = None,
         *,
+        guide: Tensor | None = None,
         tile: TileSetting = "auto",
         overlap: int | None = None,
         on_progress: Callable[[int, int], None] | None = None,
@@ -151,6 +170,8 @@ class Restorer:
         Args:
             x: Blurry images in [0, 1].
             reference: Sharp reference image, required by two-input models (never tiled).
+            guide: Per-pixel guide channels, required by models with ``guide_channels`` (tiled
+                with ``x``).
             tile: ``"auto"`` (whole image when it fits, else tiles; halved on out-of-memory),
                 ``None``/0 (never tile) or a tile size in pixels.
             overlap: Pixels shared by neighbouring tiles (default: 2 × the model's receptive
@@ -158,7 +179,8 @@ class Restorer:
             on_progress: Called with (tiles done, tiles total).
 
         Shape:
-            - x: :math:`(N, C, H, W)`, C = 1 or 3; reference: :math:`(1, C, H_r, W_r)`.
+            - x: :math:`(N, C, H, W)`, C = 1 or 3; reference: :math:`(1, C, H_r, W_r)`;
+              guide: :math:`(N, G, H, W)`, G = the model's ``guide_channels``.
             - Output: :math:`(N, C, H, W)` float32 on the CPU, values in [0, 1].
         """
         if x.ndim != 4:
@@ -185,6 +207,7 @@ class Restorer:
             )
         if reference is not None:
             reference = adapt_reference(reference, channels, model_channels)
+        batch = self._with_guide(batch, guide)
         multiple = max(1, self.info.size_multiple)
         padded, pad_h, pad_w = pad_to_multiple(batch, multiple)
         h, w = padded.shape[-2:]

@@ -50,6 +50,7 @@ from torch import Tensor
 from deblurcli.archs.dip_nets import SkipNetConfig
 from deblurcli.deconv import fast_fft_size
 from deblurcli.degrade import convolve
+from deblurcli.errors import UsageError
 from deblurcli.io import hwc_to_tensor, tensor_to_hwc
 from deblurcli.optim import ops
 from deblurcli.optim.vdip import _TRAITS, METHODS, BlindDeconvolutionError, VDIPConfig, fit
@@ -168,14 +169,16 @@ class FastConfig:
     """Ridge weight of that solve (on gradients of values in [0, 1])."""
     photo_solve_threshold: float = 0.05
     """Kernel entries below this fraction of the peak are zeroed after that solve."""
-    finish: str = "nafnet-finish@cpu-v1"
+    finish: str = "nafnet-finish@cpu-v2"
     """A network that finishes the restoration (model reference: ``name@tag``, name or a
     ``.safetensors`` file; empty or ``none``: off). Trained on colour photos restored with
-    imperfect kernels (``configs/nafnet_finish.toml``), it removes what a slightly wrong kernel
-    leaves: ringing, ghost edges, amplified noise. Not applied when the estimate is degenerate
-    (the photo is then returned unchanged), nor to grayscale photos unless ``finish_gray``.
-    Measured (docs/blind.md): ``shake`` photos 1–24 24.23 → 24.58 dB (22 up, 1 down by
-    0.17), photos 25–40 23.93 → 24.32, the real-capture City100 pairs 26.16 → 26.44."""
+    imperfect kernels (``configs/nafnet_finish_guided.toml``), it removes what a slightly wrong
+    kernel leaves: ringing, ghost edges, amplified noise. ``cpu-v2`` also reads the photo and
+    the restoration blurred again with the kernel (:func:`deblurcli.degrade.restoration_guide`).
+    Not applied when the estimate is degenerate (the photo is then returned unchanged), nor to
+    grayscale photos unless ``finish_gray``. Measured on the fast preset's restorations
+    (docs/blind.md): ``shake`` photos 1–24 24.23 → 24.58 dB, photos 25–40 23.93 → 24.32, the
+    real-capture City100 pairs 26.16 → 26.56 (``cpu-v1``: 24.58, 24.32, 26.44)."""
     finish_gray: bool = False
     """Also finish grayscale photos (one channel, or equal channels). Off: on the grayscale
     Levin09 set the network lowered the restoration on 30 of 32 images, 32.77 → 31.27 dB
@@ -960,7 +963,8 @@ def fast_fit(
             finish_skipped = "grayscale photo (finish_gray is off)"
         else:
             t0 = time.perf_counter()
-            image = finish_restoration(image, cfg.finish, dev)
+            image = finish_restoration(image, cfg.finish, dev, observed=pixels,
+                                       kernel=kernel.double().cpu().numpy())
             finish_seconds = time.perf_counter() - t0
     for message in warnings:
         log.warning(message)
@@ -1013,20 +1017,37 @@ def _finisher(model: str, device: str) -> Any:
     return load_model(model, device=device)
 
 
-def finish_restoration(image: np.ndarray, model: str, device: torch.device) -> np.ndarray:
+def finish_restoration(image: np.ndarray, model: str, device: torch.device, *,
+                       observed: np.ndarray | None = None,
+                       kernel: np.ndarray | None = None) -> np.ndarray:
     """Run the finishing network ``model`` (a model reference) over a restored photo.
 
     The engine loads it (hash-verified, never unpickled; kept for the next photo of a batch)
-    and tiles large photos.
+    and tiles large photos. A guided network (``guide_channels``) also reads the photo that was
+    observed and the restoration blurred again with its kernel
+    (:func:`deblurcli.degrade.restoration_guide`), so ``observed`` and ``kernel`` are needed.
 
     Raises:
         ModelUnavailableError: the model is neither shipped nor cached.
+        UsageError: a guided model without ``observed`` and ``kernel``.
 
     Shape:
-        - image: :math:`(H, W, C)` float32 in [0, 1]; returns the same
+        - image, observed: :math:`(H, W, C)` float32 in [0, 1]; kernel: :math:`(h, w)`;
+          returns the shape of ``image``
     """
+    from deblurcli.degrade import restoration_guide
+
     restorer = _finisher(model, str(device))
-    out = restorer(hwc_to_tensor(np.ascontiguousarray(image)))
+    guide = None
+    wanted = restorer.info.guide_channels
+    if wanted:
+        if observed is None or kernel is None:
+            raise UsageError(f"finishing model {model} reads a guide: pass observed and kernel")
+        channels = wanted // 2  # the guide holds the model's image channels twice
+        restored, seen = (a if a.shape[2] == channels else np.repeat(a[..., :1], channels, axis=2)
+                          for a in (image, observed))
+        guide = hwc_to_tensor(restoration_guide(seen, restored, kernel))
+    out = restorer(hwc_to_tensor(np.ascontiguousarray(image)), guide=guide)
     return tensor_to_hwc(out).astype(np.float32)
 
 

@@ -128,6 +128,9 @@ class DataConfig:
     network that finishes blind deconvolution; :func:`deblurcli.degrade.imperfect_kernel`)."""
     kernel_error_max: float = 1.0
     """Largest strength of those kernel errors (each pair draws U(0, max))."""
+    deconvolve_guide: bool = False
+    """Restored pairs also carry their guide (:func:`deblurcli.degrade.restoration_guide`: the
+    observed photo and the restoration blurred again), for a model with ``guide_channels``."""
     noise_max: float = 0.02
     """Read-noise sigma drawn from U(0, noise_max) (on [0, 1])."""
     shot_noise_max: float = 0.0
@@ -400,6 +403,7 @@ def recipe_of(data: DataConfig) -> Any:
         sharpen_prob=data.sharpen_prob,
         deconvolve_prob=data.deconvolve_prob,
         kernel_error_max=data.kernel_error_max,
+        deconvolve_guide=data.deconvolve_guide,
     )
 
 
@@ -437,6 +441,16 @@ def validate(cfg: TrainConfig) -> None:
         problems.append(f"data: {exc}")
     if cfg.data.kind == "pack" and not cfg.data.pack:
         problems.append("data.kind = 'pack' needs data.pack (a file from `deblurcli train pack`)")
+    guide_channels = int(getattr(arch_config, "guide_channels", 0) or 0)
+    if guide_channels and not (cfg.data.deconvolve_guide and cfg.data.deconvolve_prob == 1.0
+                               and cfg.data.frames_prob == 0.0
+                               and cfg.data.kind in ("pack", "synthetic")):
+        problems.append(
+            f"model.config.guide_channels={guide_channels} needs every training pair to carry a "
+            "guide: data.kind 'pack' or 'synthetic' with data.deconvolve_guide = true, "
+            "data.deconvolve_prob = 1 and data.frames_prob = 0")
+    if cfg.data.deconvolve_guide and not guide_channels:
+        problems.append("data.deconvolve_guide = true needs a model with guide_channels")
     ranges = {
         "data.jpeg_quality": cfg.data.jpeg_quality,
         "data.frames": cfg.data.frames,

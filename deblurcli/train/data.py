@@ -246,8 +246,10 @@ def pool_spec_of(cfg: Any) -> PoolSpec:
     )
 
 
-def pool_pair(spec: PoolSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pair ``index`` of the pool: ``(blurry, sharp)``, ``size × size × C`` float32, 8-bit grid.
+def pool_pair(spec: PoolSpec, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pair ``index`` of the pool: ``(blurry, sharp, guide)``, ``size × size × C`` float32 on the
+    8-bit grid; ``guide`` (``size × size × 2C``) only for restored pairs of a recipe with
+    ``deconvolve_guide``, else None.
 
     A pure function of ``(spec, index)``: the same pair whether it is packed or made on the fly.
     """
@@ -263,24 +265,31 @@ def pool_pair(spec: PoolSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
         top, left = int(rng.integers(0, h - spec.size + 1)), int(rng.integers(0, w - spec.size + 1))
         crops = [f[top : top + spec.size, left : left + spec.size] / np.float32(255) for f in stack]
         crops = _augment(crops, rng)
-        return quantize8(average_frames(crops)), quantize8(crops[n // 2])
+        return quantize8(average_frames(crops)), quantize8(crops[n // 2]), None
     path = spec.files[int(rng.integers(len(spec.files)))]
     pixels = _decoded_u8(path, spec.channels)
     region = _random_region(pixels, spec.size + 2 * spec.recipe.margin, rng)
     (region,) = _augment([region.astype(np.float32) / np.float32(255)], rng)
     pair = synthesize(region, rng, spec.recipe)
-    return pair.blurry, pair.sharp
+    return pair.blurry, pair.sharp, pair.guide
 
 
-def _pool_chunk(spec: PoolSpec, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+def _pool_chunk(spec: PoolSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     pairs = [pool_pair(spec, j) for j in range(start, stop)]
     to_u8 = lambda a: np.round(a * 255.0).astype(np.uint8)  # noqa: E731
-    return (
-        np.stack([to_u8(b) for b, _ in pairs]),
-        np.stack([to_u8(s) for _, s in pairs]),
-    )
+    arrays = {
+        "blurry": np.stack([to_u8(b) for b, _, _ in pairs]),
+        "sharp": np.stack([to_u8(s) for _, s, _ in pairs]),
+    }
+    if spec.recipe.deconvolve_guide:
+        missing = [start + i for i, (_, _, g) in enumerate(pairs) if g is None]
+        if missing:
+            raise ValueError(f"pool pairs {missing[:3]} carry no guide (recipe: every pair must "
+                             "be restored, no frame averages)")
+        arrays["guide"] = np.stack([to_u8(g) for _, _, g in pairs])
+    return arrays
 
 
 def build_pair_pack(
@@ -294,8 +303,9 @@ def build_pair_pack(
     """Precompute pairs ``0 .. count - 1`` of the pool into one safetensors file of uint8 arrays.
 
     Training then reads pairs with almost no CPU (``data.kind = "pack"``). The file holds
-    ``blurry`` and ``sharp`` (``count × size × size × C`` uint8) and, as metadata, the recipe,
-    seed and sources, so a pack documents itself.
+    ``blurry`` and ``sharp`` (``count × size × size × C`` uint8), ``guide`` (``× 2C``) when the
+    recipe has ``deconvolve_guide``, and, as metadata, the recipe, seed and sources, so a pack
+    documents itself.
 
     Returns:
         The metadata written (plus ``seconds``, the build time).
@@ -310,14 +320,21 @@ def build_pair_pack(
 
     t0 = time.monotonic()
     shape = (count, spec.size, spec.size, spec.channels)
-    blurry, sharp = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+    arrays = {"blurry": np.empty(shape, np.uint8), "sharp": np.empty(shape, np.uint8)}
+    if spec.recipe.deconvolve_guide:
+        arrays["guide"] = np.empty((*shape[:3], 2 * spec.channels), np.uint8)
+
+    def store(a: int, b: int, chunk_arrays: dict[str, np.ndarray]) -> None:
+        for key, values in chunk_arrays.items():
+            arrays[key][a:b] = values
+
     chunk = 128
     bounds = [(a, min(a + chunk, count)) for a in range(0, count, chunk)]
     done = 0
     if workers <= 1:
         results = (_pool_chunk(spec, a, b) for a, b in bounds)
-        for (a, b), (bl, sh) in zip(bounds, results, strict=True):
-            blurry[a:b], sharp[a:b] = bl, sh
+        for (a, b), chunk_arrays in zip(bounds, results, strict=True):
+            store(a, b, chunk_arrays)
             done += b - a
             if on_progress:
                 on_progress(done, count)
@@ -329,7 +346,7 @@ def build_pair_pack(
             futures = {pool.submit(_pool_chunk, spec, a, b): (a, b) for a, b in bounds}
             for future in concurrent.futures.as_completed(futures):
                 a, b = futures[future]
-                blurry[a:b], sharp[a:b] = future.result()
+                store(a, b, future.result())
                 done += b - a
                 if on_progress:
                     on_progress(done, count)
@@ -344,7 +361,7 @@ def build_pair_pack(
         "frames_prob": str(spec.frames_prob),
     }
     with atomic_path(out) as tmp:
-        save_file({"blurry": blurry, "sharp": sharp}, str(tmp), metadata=meta)
+        save_file(arrays, str(tmp), metadata=meta)
     return {**meta, "seconds": time.monotonic() - t0}
 
 
@@ -441,7 +458,10 @@ class SyntheticPairs(_IndexedDataset):
         if cfg.flips:
             (region,) = _augment([region], rng)
         pair = synthesize(region, rng, self.recipe)
-        return {"blurry": _tensor(pair.blurry), "sharp": _tensor(pair.sharp)}
+        sample = {"blurry": _tensor(pair.blurry), "sharp": _tensor(pair.sharp)}
+        if pair.guide is not None:
+            sample["guide"] = _tensor(pair.guide)
+        return sample
 
 
 REFERENCE_SCALE = (0.8, 1.25)
@@ -632,6 +652,8 @@ class PackedPairs(_IndexedDataset):
             if meta.get("deblurcli.pack") != PAIR_PACK_FORMAT:
                 raise UsageError(f"{path}: not a pair pack of format {PAIR_PACK_FORMAT}")
             self.blurry, self.sharp = handle.get_tensor("blurry"), handle.get_tensor("sharp")
+            stored = set(handle.keys())  # safe_open handles have no `in`
+            self.guide = handle.get_tensor("guide") if "guide" in stored else None
         if self.blurry.shape[-1] != channels:
             raise UsageError(
                 f"{path}: pack has {self.blurry.shape[-1]} channels, the model {channels}"
@@ -646,18 +668,27 @@ class PackedPairs(_IndexedDataset):
                 f"{path}: pack was built with another degradation recipe ({stale}); rebuild it "
                 "with `deblurcli train pack CONFIG` or point data.pack at a new file"
             )
+        if cfg.deconvolve_guide and self.guide is None:
+            raise UsageError(f"{path}: pack holds no guides (data.deconvolve_guide); rebuild it "
+                             "with `deblurcli train pack CONFIG`")
         self.meta = meta
         super().__init__(len(self.blurry), cfg, seed, channels)
 
     def __getitem__(self, index: int) -> Sample:
         rng = sample_rng(self.seed, 1, index)
         j = self._item(index)
-        both = np.concatenate([self.blurry[j], self.sharp[j]], axis=2)
+        stored = [self.blurry[j], self.sharp[j]]
+        if self.cfg.deconvolve_guide:
+            stored.append(self.guide[j])
+        both = np.concatenate(stored, axis=2)
         region = _random_region(both, self.cfg.crop, rng).astype(np.float32) / np.float32(255)
         if self.cfg.flips:
             (region,) = _augment([region], rng)
         c = self.channels
-        return {"blurry": _tensor(region[..., :c]), "sharp": _tensor(region[..., c:])}
+        sample = {"blurry": _tensor(region[..., :c]), "sharp": _tensor(region[..., c : 2 * c])}
+        if self.cfg.deconvolve_guide:
+            sample["guide"] = _tensor(region[..., 2 * c :])
+        return sample
 
 
 def make_dataset(cfg: DataConfig, seed: int, channels: int = 3) -> _IndexedDataset:
@@ -740,6 +771,8 @@ class ValSet:
     names: list[str]
     reference: torch.Tensor | None = None
     """Synthetic reference views (:func:`reference_view`) for reference-based models."""
+    guide: torch.Tensor | None = None
+    """Restoration guides (:func:`deblurcli.degrade.restoration_guide`) for guided models."""
 
 
 def _centre(pixels: np.ndarray, size: int) -> np.ndarray | None:
@@ -754,19 +787,25 @@ VAL_KINDS = ("motion", "gaussian", "defocus")
 VAL_NOISE_MAX = 0.01
 
 
-def build_val_set(cfg: ValConfig, channels: int = 3, *, reference: bool = False) -> ValSet | None:
+def build_val_set(cfg: ValConfig, channels: int = 3, *, reference: bool = False,
+                  guide: bool = False) -> ValSet | None:
     """The validation set ``cfg`` describes; the same tensors on every call and every run.
 
     Synthetic: the first ``count`` images (sorted paths) at least ``crop + kernel_size`` on a side,
     centre-cropped and blurred with image ``j``'s generator ``sample_rng(seed, j)`` (a random
     motion/Gaussian/defocus kernel and noise of sigma ``U(0, 0.01)``). With ``reference`` each
     synthetic item also gets a :func:`reference_view` of its photo around the crop (drawn after
-    the degradation, so the blurry/sharp tensors are the same as without it).
+    the degradation, so the blurry/sharp tensors are the same as without it). With ``guide``
+    (and ``cfg.deconvolve``) each item also gets its restoration guide.
     """
     if cfg.kind == "none":
         return None
     blurry, sharp, names = [], [], []
     references: list[np.ndarray] = []
+    guides: list[np.ndarray] = []
+    if guide and not (cfg.kind == "synthetic" and cfg.deconvolve):
+        raise UsageError("validation of a guided model needs val.kind = 'synthetic' with "
+                         "val.deconvolve = true")
     if cfg.kind == "synthetic":
         margin = cfg.kernel_size // 2
         for path in list_images(cfg.sharp):
@@ -781,8 +820,11 @@ def build_val_set(cfg: ValConfig, channels: int = 3, *, reference: bool = False)
                 linear_light=False,
                 noise_range=(0.0, VAL_NOISE_MAX),
                 deconvolve_prob=1.0 if cfg.deconvolve else 0.0,
+                deconvolve_guide=guide,
             )
             pair = synthesize(region, rng, recipe, margin=margin)
+            if pair.guide is not None:
+                guides.append(pair.guide)
             if reference:
                 centre = ((photo.shape[0] - 1) / 2, (photo.shape[1] - 1) / 2)
                 references.append(reference_view(photo, centre, cfg.crop, rng))
@@ -803,4 +845,5 @@ def build_val_set(cfg: ValConfig, channels: int = 3, *, reference: bool = False)
     return ValSet(
         torch.stack([_tensor(b) for b in blurry]), torch.stack([_tensor(s) for s in sharp]), names,
         torch.stack([_tensor(r) for r in references]) if references else None,
+        torch.stack([_tensor(g) for g in guides]) if guides else None,
     )

@@ -70,16 +70,22 @@ def measure(
     restorer = Restorer(loaded.model, loaded.info, device=torch.device("cpu"), dtype=torch.float32)
     results: dict[str, Any] = {"measured_with": MEASURED_WITH}
     two_inputs = loaded.info.inputs == 2
-    val = data.build_val_set(cfg.val, loaded.info.in_channels, reference=two_inputs)
+    guided = loaded.info.guide_channels > 0
+    val = data.build_val_set(cfg.val, loaded.info.in_channels, reference=two_inputs,
+                             guide=guided)
     if val is not None and (val.reference is not None or not two_inputs):
         pairs = [(val.blurry[i : i + 1], val.sharp[i : i + 1]) for i in range(len(val.names))]
         restore: Callable[[torch.Tensor], torch.Tensor] = restorer
         if val.reference is not None:  # reference-based: each crop with its reference view
             views = iter(val.reference.split(1))  # _scores restores the pairs in this order
             restore = lambda blurry: restorer(blurry, next(views))  # noqa: E731
+        elif val.guide is not None:  # guided: each restoration with its guide, in order
+            guides = iter(val.guide.split(1))
+            restore = lambda blurry: restorer(blurry, guide=next(guides))  # noqa: E731
         results["val"] = {"set": _val_description(cfg), **_scores(restore, pairs)}
-    if gopro_dir is not None and two_inputs:
-        results["gopro_dev"] = {"set": str(gopro_dir), "skipped": "these pairs have no reference"}
+    if gopro_dir is not None and (two_inputs or guided):
+        results["gopro_dev"] = {"set": str(gopro_dir), "skipped": "these pairs have no "
+                                + ("reference" if two_inputs else "restoration guide")}
     elif gopro_dir is not None:
         pairs = []
         for blur_path, sharp_path in data.find_pairs(gopro_dir):

@@ -216,6 +216,8 @@ def evaluate(
     scores: list[torch.Tensor] = []
     for i in range(0, len(val.names), batch):
         inputs = [val.blurry[i : i + batch].to(device)]
+        if val.guide is not None and getattr(getattr(model, "config", None), "guide_channels", 0):
+            inputs = [torch.cat([inputs[0], val.guide[i : i + batch].to(device)], dim=1)]
         if val.reference is not None and getattr(model, "inputs", 1) == 2:
             inputs.append(val.reference[i : i + batch].to(device))  # reference-based models
         out = model(*inputs).float().clamp(0, 1).cpu()
@@ -523,7 +525,8 @@ def _fit(
             model, device_ids=[device] if device.type == "cuda" else None
         )
     criterion = pixel_objective(cfg).to(device)
-    val = (data.build_val_set(cfg.val, info.in_channels, reference=info.inputs == 2)
+    val = (data.build_val_set(cfg.val, info.in_channels, reference=info.inputs == 2,
+                              guide=info.guide_channels > 0)
            if rank == 0 and cfg.run.val_every else None)
     if val is not None and info.inputs != 1 and val.reference is None:
         logger.warning("validation skipped: %s takes %d inputs", cfg.model.arch, info.inputs)
@@ -564,10 +567,15 @@ def _fit(
         for group in optimizer.param_groups:
             group["lr"] = lr
         blurry = batch["blurry"].to(device, non_blocking=True, memory_format=memory_format)
+        model_input = blurry
+        if info.guide_channels:  # guided models read the image and its guide stacked
+            guide = batch["guide"].to(device, non_blocking=True, memory_format=memory_format)
+            model_input = torch.cat([blurry, guide], dim=1)
         sharp = batch["sharp"].to(device, non_blocking=True, memory_format=memory_format)
         gan_on = disc is not None and step_index >= lc.gan_start
         with autocast:
-            inputs = (blurry, batch["reference"].to(device)) if info.inputs == 2 else (blurry,)
+            inputs = ((blurry, batch["reference"].to(device)) if info.inputs == 2
+                      else (model_input,))
             out = model(*inputs)
             hook = getattr(module, "training_terms", None)  # model-computed terms (UML-IN)
             terms = hook(sharp) if hook is not None else None
