@@ -315,13 +315,14 @@ def test_photo_solve_moves_a_smeared_kernel_towards_the_blur() -> None:
     smeared /= smeared.sum()
     cfg = FastConfig(kernel_size=(11, 11))
     cpu = torch.device("cpu")
-    kept = _photo_kernel(blurry, torch.from_numpy(true).float(), 1e-4, cfg, cpu)
-    moved = _photo_kernel(blurry, torch.from_numpy(smeared).float(), 1e-4, cfg, cpu)
+    kept = _photo_kernel(blurry, torch.from_numpy(true).float(), cfg, cpu, latent_weight=1e-4)
+    moved = _photo_kernel(blurry, torch.from_numpy(smeared).float(), cfg, cpu, latent_weight=1e-4)
     assert kept is not None and moved is not None and moved.shape == (11, 11)
     assert float(moved.sum()) == pytest.approx(1.0, abs=1e-6)
     assert kernel_error(kept.numpy(), true) < 0.01
     assert kernel_error(moved.numpy(), true) < 0.85 * kernel_error(smeared, true)
-    assert _photo_kernel(blurry[:20, :20], torch.from_numpy(true).float(), 1e-4, cfg, cpu) is None
+    assert _photo_kernel(blurry[:20, :20], torch.from_numpy(true).float(), cfg, cpu,
+                         latent_weight=1e-4) is None
 
 
 def test_fast_fit_re_solves_the_kernel_on_the_photo_and_reports_it() -> None:
@@ -352,7 +353,8 @@ def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> No
     rng = np.random.default_rng(3)
     photo = convolve(_photo()[:96, :96], _line(7, 9), boundary="reflect")
     photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
-    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1, finish="none")
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1, finish="none",
+                     finish_resolve=0)
     plain, finished = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish=str(path)))
     assert plain.finish_seconds == 0 and finished.finish_seconds > 0
     assert plain.finish_skipped == finished.finish_skipped == ""
@@ -373,6 +375,57 @@ def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> No
     np.testing.assert_array_equal(kept.image, fast_fit(gray, cfg).image)
     forced = fast_fit(gray[..., :1], replace(cfg, finish=str(path), finish_gray=True))
     assert forced.finish_seconds > 0 and forced.finish_skipped == ""
+
+
+def test_finish_resolve_measures_the_kernel_against_the_finished_image(tmp_path,
+                                                                        monkeypatch) -> None:
+    """One ``finish_resolve`` round: the kernel re-measured against the network's output, the
+    photo restored with it and finished again; a round whose restoration explains the photo
+    worse is dropped, and the result is then the single finish's."""
+    from _models import perturbed
+
+    from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
+    from deblurcli.deconv import deconvolve
+    from deblurcli.engine import ModelInfo, save_checkpoint
+    from deblurcli.io import hwc_to_tensor, tensor_to_hwc
+    from deblurcli.optim import fast
+    from deblurcli.optim.fast import _luma, _photo_kernel, finish_restoration, reblur_misfit
+
+    model = perturbed(NAFNet(NAFNetConfig(width=4, encoder_blocks=(1,), middle_blocks=1,
+                                          decoder_blocks=(1,))))
+    path = tmp_path / "finish.safetensors"
+    save_checkpoint(path, model, ModelInfo.for_model("nafnet", model))
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:96, :96], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1,
+                     finish=str(path), finish_resolve=0)
+    cpu = torch.device("cpu")
+    once, twice = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish_resolve=1))
+    assert once.resolve_rounds == 0 and once.resolve_seconds == 0
+    assert twice.resolve_rounds == 1 and twice.resolve_seconds > 0
+    sized = replace(cfg, kernel_size=(9, 9))
+    expected_kernel = _photo_kernel(_luma(photo), torch.from_numpy(once.kernel).float(), sized,
+                                    cpu, latent=_luma(once.image))
+    assert expected_kernel is not None
+    np.testing.assert_allclose(twice.kernel, expected_kernel.double().numpy(), atol=1e-6)
+    assert not np.allclose(twice.kernel, once.kernel)
+    restored = tensor_to_hwc(deconvolve(hwc_to_tensor(photo), expected_kernel.float(),
+                                        method="hyperlaplacian", weight=once.weight))
+    np.testing.assert_allclose(
+        twice.image, finish_restoration(restored.astype(np.float32), str(path), cpu,
+                                        observed=photo, kernel=twice.kernel), atol=1e-4)
+    assert twice.misfit == pytest.approx(
+        reblur_misfit(restored.astype(np.float32), photo, expected_kernel, once.noise_sigma),
+        rel=1e-4)
+    # a round whose kernel explains the photo worse than the one before is not kept
+    monkeypatch.setattr(fast, "RESOLVE_MISFIT_SLACK", 0.0)
+    dropped = fast_fit(photo, replace(cfg, finish_resolve=1))
+    assert dropped.resolve_rounds == 0 and dropped.resolve_seconds > 0
+    np.testing.assert_array_equal(dropped.image, once.image)
+    np.testing.assert_array_equal(dropped.kernel, once.kernel)
+    with pytest.raises(BlindDeconvolutionError, match="finish_resolve"):
+        FastConfig(finish_resolve=-1)
 
 
 def test_a_guided_finishing_network_reads_the_photo_and_the_reblurred_restoration(
