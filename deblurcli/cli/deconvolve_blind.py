@@ -45,9 +45,10 @@ def deconvolve_blind(
         "Fast preset: the network that finishes the restoration, trained on photos restored "
         "with slightly wrong kernels (it removes the ringing and noise they leave): a model "
         "name, name@tag or .safetensors file; none: the non-blind solve as it is. Default: "
-        "nafnet-finish@cpu-v2 (docs/blind.md). Never applied to a photo returned unchanged, "
-        "nor to a grayscale photo (it lowered the grayscale Levin set; --param "
-        "finish_gray=true applies it anyway)."))] = None,
+        "nafnet-finish@cpu-v2 (docs/blind.md). Its output is then used to measure the kernel "
+        "once more, and the photo is restored and finished again (--param finish_resolve=0: "
+        "not). Never applied to a photo returned unchanged, nor to a grayscale photo (it "
+        "lowered the grayscale Levin set; --param finish_gray=true applies it anyway)."))] = None,
     kernel_out: Annotated[Optional[Path], typer.Option("--kernel-out", help=(
         "Kernel file (one input; .png, .txt or .npy) or folder. A PNG view and an exact "
         ".txt/.npy are always written; default: <output>_kernel.png/.txt."))] = None,

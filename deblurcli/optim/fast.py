@@ -1142,7 +1142,7 @@ factor 2) the other 38 measured 1.03–1.67; the two estimates that lost 0.23 an
 RESOLVE_MISFIT_SLACK = 1.05
 """A ``finish_resolve`` round is kept when its :func:`reblur_misfit` is at most this multiple of
 the one before: a kernel measured against the network's output must still explain the photo.
-On ``shake`` photos 1–40 the round lowered the misfit on 39 and raised it by 0.3 % on one."""
+On ``shake`` photos 1–40 the round lowered the misfit on 39 and raised it by 0.25 % on one."""
 MISFIT_NOISE_FLOOR = 0.004
 """Smallest luma noise std :func:`reblur_misfit` divides by (on clean photos the solver's own
 bias, not the noise, sets the residual)."""
