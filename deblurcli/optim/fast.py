@@ -963,10 +963,15 @@ def fast_fit(
             kernel = resolved.to(kernel)
             image = None  # restored below with the re-solved kernel
         photo_seconds = time.perf_counter() - t0
-    if image is None:
+
+    def restore(k: Tensor) -> np.ndarray:
+        """The whole photo restored with kernel ``k`` by the final non-blind solve."""
         planes = hwc_to_tensor(pixels).to(dev)
-        image = tensor_to_hwc(deconvolve(planes, kernel, method=cfg.nonblind, **params))
-        image = image.astype(np.float32)
+        return tensor_to_hwc(deconvolve(planes, k, method=cfg.nonblind, **params)).astype(
+            np.float32)
+
+    if image is None:
+        image = restore(kernel)
     sharpening = edge_sharpness(image, sigma) / edge_sharpness(pixels, sigma)
     misfit = reblur_misfit(image, pixels, kernel, sigma)
     collapse, why = degenerate(kernel, size_probe, sharpening, misfit)
@@ -992,9 +997,7 @@ def fast_fit(
                 if resolved is None:
                     break
                 resolved = resolved.to(kernel)
-                planes = hwc_to_tensor(pixels).to(dev)
-                restored = tensor_to_hwc(deconvolve(planes, resolved, method=cfg.nonblind,
-                                                    **params)).astype(np.float32)
+                restored = restore(resolved)
                 resolved_misfit = reblur_misfit(restored, pixels, resolved, sigma)
                 if resolved_misfit > RESOLVE_MISFIT_SLACK * misfit:
                     break
