@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,7 +341,9 @@ def test_fast_fit_re_solves_the_kernel_on_the_photo_and_reports_it() -> None:
             FastConfig(**bad)
 
 
-def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> None:
+def _finisher_and_photo(tmp_path: Path) -> tuple[torch.nn.Module, Path, np.ndarray]:
+    """A tiny perturbed NAFNet saved as a finishing network, and a 96² noisy photo blurred by a
+    9-px streak."""
     from _models import perturbed
 
     from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
@@ -353,6 +356,11 @@ def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> No
     rng = np.random.default_rng(3)
     photo = convolve(_photo()[:96, :96], _line(7, 9), boundary="reflect")
     photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    return model, path, photo
+
+
+def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> None:
+    model, path, photo = _finisher_and_photo(tmp_path)
     cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1, finish="none",
                      finish_resolve=0)
     plain, finished = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish=str(path)))
@@ -382,22 +390,12 @@ def test_finish_resolve_measures_the_kernel_against_the_finished_image(tmp_path,
     """One ``finish_resolve`` round: the kernel re-measured against the network's output, the
     photo restored with it and finished again; a round whose restoration explains the photo
     worse is dropped, and the result is then the single finish's."""
-    from _models import perturbed
-
-    from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
     from deblurcli.deconv import deconvolve
-    from deblurcli.engine import ModelInfo, save_checkpoint
     from deblurcli.io import hwc_to_tensor, tensor_to_hwc
     from deblurcli.optim import fast
     from deblurcli.optim.fast import _luma, _photo_kernel, finish_restoration, reblur_misfit
 
-    model = perturbed(NAFNet(NAFNetConfig(width=4, encoder_blocks=(1,), middle_blocks=1,
-                                          decoder_blocks=(1,))))
-    path = tmp_path / "finish.safetensors"
-    save_checkpoint(path, model, ModelInfo.for_model("nafnet", model))
-    rng = np.random.default_rng(3)
-    photo = convolve(_photo()[:96, :96], _line(7, 9), boundary="reflect")
-    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    _, path, photo = _finisher_and_photo(tmp_path)
     cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1,
                      finish=str(path), finish_resolve=0)
     cpu = torch.device("cpu")
