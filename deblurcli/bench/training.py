@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import resource
 import statistics
@@ -57,27 +58,36 @@ VARIANTS: dict[str, TrainVariant] = {
 """The variants ``bench train`` knows, by name (the default runs all of them)."""
 
 
-def _timed(fn: Any, repeats: int) -> float:
-    fn()
-    times = []
+PEAK_REPEATS = 12
+"""Timed calls per peak kernel; the fastest counts. On a shared 2-core VM the median of 5 calls
+read the conv at 106, 253 and 261 GFLOP/s in three runs of one command (2026-12-03), below what
+the model's own steps reached, so a peak is the best rate seen, not a typical one."""
+
+
+def _fastest(fn: Any, repeats: int, warmup: int = 2) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
-def machine_peak(threads: int) -> dict[str, Any]:
-    """GFLOP/s of a 64→64 3×3 convolution (8×64×128², NHWC, forward) and a 2048² fp32 matmul,
-    with the CPU's SIMD level and whether it has native bf16 kernels."""
+def machine_peak(threads: int, repeats: int = PEAK_REPEATS) -> dict[str, Any]:
+    """GFLOP/s of a 64→64 3×3 convolution (8×64×128², NHWC, forward) and a 2048² fp32 matmul
+    (each the fastest of ``repeats`` calls), with the CPU's SIMD level and whether it has native
+    bf16 kernels."""
     torch.set_num_threads(threads)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
     x = torch.rand(8, 64, 128, 128).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        seconds = _timed(lambda: conv(x), 5)
+        seconds = _fastest(lambda: conv(x), repeats)
     conv_flops = 2 * 64 * 64 * 9 * 8 * 128 * 128
     a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
-    mm_seconds = _timed(lambda: a @ b, 5)
+    mm_seconds = _fastest(lambda: a @ b, repeats)
     return {
         "conv3x3_gflops": conv_flops / seconds / 1e9,
         "matmul_gflops": 2 * 2048**3 / mm_seconds / 1e9,
@@ -197,18 +207,29 @@ def run_training_benchmark(
     threads: int = 2,
     on_row: Any = None,
 ) -> dict[str, Any]:
-    """Measure the machine peak and every variant; the document ``bench train --json`` prints."""
-    peak = machine_peak(threads)
+    """Measure the machine peak and every variant; the document ``bench train --json`` prints.
+
+    The peak is read before and after the variants and the higher reading of each kernel kept
+    (``peak["readings"]`` has both), so a slow moment of a shared machine does not pass for its
+    peak; the share of it (``of_conv_peak``) is computed once every row is in.
+    """
+    before = machine_peak(threads)
     flops = step_flops(cfg)
     rows = []
     for name in variants or list(VARIANTS):
         row = run_variant(cfg, VARIANTS[name], steps=steps, warmup=warmup, threads=threads)
         if "step_s" in row:
             row["gflops"] = flops / row["step_s"] / 1e9
-            row["of_conv_peak"] = row["gflops"] / peak["conv3x3_gflops"]
         rows.append(row)
         if on_row:
             on_row(row)
+    after = machine_peak(threads)
+    peak = {**before, "readings": [before, after]}
+    for key in ("conv3x3_gflops", "matmul_gflops"):
+        peak[key] = max(before[key], after[key])
+    for row in rows:
+        if "gflops" in row:
+            row["of_conv_peak"] = row["gflops"] / peak["conv3x3_gflops"]
     return {
         "model": {"arch": cfg.model.arch, "config": cfg.model.config},
         "batch": cfg.data.batch_size,
