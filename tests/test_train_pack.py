@@ -262,6 +262,41 @@ def test_warm_start_from_an_exported_model_whose_config_has_lists(
     assert child.checkpoint is not None
 
 
+def test_warm_start_from_a_file_written_before_a_config_key_existed(
+    images: Path, tmp_path: Path
+) -> None:
+    """``nafnet@cpu-v4`` was exported before NAFNet had ``guide_channels``: its metadata lacks
+    the key, which today's config holds at its default. Same model, so no ``run.init_grow``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from deblurcli.train.export import export_run
+
+    options = {"run.steps": 2, "run.val_every": 0, "val.crop": 32}
+    fit(tiny_config(images, "nafnet", **options), tmp_path / "a")
+    entry = export_run(tmp_path / "a", name="tiny", tag="n", weights_dir=tmp_path / "w")
+    with safe_open(str(tmp_path / "w" / entry["file"]), "pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle)
+    config = json.loads(metadata["config"])
+    assert config.pop("guide_channels") == 0
+    metadata["config"] = json.dumps(config)
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=metadata)
+    child = fit(tiny_config(images, "nafnet", **options, **{"run.init": str(old),
+                                                            "optim.lr": 0.0}), tmp_path / "b")
+    b = load_file(str(child.checkpoint / "model.safetensors"))  # type: ignore[operator]
+    assert all(torch.equal(tensors[k], b[k]) for k in tensors)
+    init = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"][0]["init"]
+    assert "grown_from" not in init
+    # a key the architecture does not have is still refused without run.init_grow
+    config["no_such_key"] = 1
+    metadata["config"] = json.dumps(config)
+    save_file(tensors, str(old), metadata=metadata)
+    with pytest.raises(ConfigError, match="init_grow"):
+        fit(tiny_config(images, "nafnet", **options, **{"run.init": str(old)}), tmp_path / "c")
+
+
 def test_warm_start_refuses_another_architecture_config(images: Path, tmp_path: Path) -> None:
     fit(tiny_config(images, **{"run.steps": 2, "run.val_every": 0}), tmp_path / "a")
     cfg = tiny_config(images, **{"run.init": str(tmp_path / "a"), "model.config.width": 8})

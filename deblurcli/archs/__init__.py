@@ -57,10 +57,23 @@ def config_of(model: nn.Module) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(model.config)))  # type: ignore[arg-type]
 
 
+def full_config(arch: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` completed with the defaults of every key ``arch`` has today, as plain JSON
+    (what :func:`config_of` returns for the model built from them), without building it.
+
+    A checkpoint written before a key existed (``nafnet@cpu-v4`` has no ``guide_channels``)
+    then compares equal to a config that sets that key to its default.
+
+    Raises:
+        KeyError: unknown architecture. ValueError: a key ``arch`` does not have, or a bad value.
+    """
+    return json.loads(json.dumps(dataclasses.asdict(get_spec(arch).make_config(values))))
+
+
 def list_archs() -> list[str]:
     """Ids of all registered architectures."""
     return sorted(REGISTRY)
 
 
-__all__ = ["REGISTRY", "ArchDefaults", "ArchSpec", "Tiling", "build", "config_of", "get_spec",
-           "list_archs"]
+__all__ = ["REGISTRY", "ArchDefaults", "ArchSpec", "Tiling", "build", "config_of", "full_config",
+           "get_spec", "list_archs"]

@@ -296,7 +296,7 @@ def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
             raise ConfigError(f"run.init: {folder} holds no checkpoint")
         saved = config_from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
         arch = saved.model.arch
-        config = archs.config_of(archs.build(arch, saved.model.config))
+        config = archs.full_config(arch, saved.model.config)
         weights = load_file(str(latest / "model.safetensors"))
         ema_file = latest / "ema.safetensors"
         ema = load_file(str(ema_file)) if ema_file.is_file() else None
@@ -320,6 +320,11 @@ def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
             raise ConfigError(f"run.init: {exc}") from None
         meta = read_metadata(path)
         arch, config = meta["arch"], json.loads(meta.get("config", "{}"))
+        if arch == cfg.model.arch:
+            # keys the architecture gained since the file was written take their defaults; a
+            # key it no longer has leaves the config as written (run.init_grow may still load it)
+            with contextlib.suppress(ValueError):
+                config = archs.full_config(arch, config)
         weights = load_file(str(path))
         ema = None
         summary = json.loads(meta.get("train", "{}"))
@@ -332,7 +337,7 @@ def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
                 lineage_before.get("cumulative_cpu_hours", summary.get("cpu_hours", 0.0))
             ),
         }
-    wanted = archs.config_of(archs.build(cfg.model.arch, cfg.model.config))
+    wanted = archs.full_config(cfg.model.arch, cfg.model.config)
     if arch != cfg.model.arch or (config != wanted and not cfg.run.init_grow):
         raise ConfigError(
             f"run.init: {ref} is {arch} {config}, the run trains {cfg.model.arch} {wanted}"
