@@ -54,7 +54,12 @@ def build(arch: str, config: dict[str, Any] | None = None) -> nn.Module:
 def config_of(model: nn.Module) -> dict[str, Any]:
     """The plain-JSON config a registered model was built with (tuples become lists, as they
     are after a round trip through a checkpoint's metadata, so the two compare equal)."""
-    return json.loads(json.dumps(dataclasses.asdict(model.config)))  # type: ignore[arg-type]
+    return _plain(model.config)
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain JSON values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def full_config(arch: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +72,7 @@ def full_config(arch: str, values: dict[str, Any]) -> dict[str, Any]:
     Raises:
         KeyError: unknown architecture. ValueError: a key ``arch`` does not have, or a bad value.
     """
-    return json.loads(json.dumps(dataclasses.asdict(get_spec(arch).make_config(values))))
+    return _plain(get_spec(arch).make_config(values))
 
 
 def list_archs() -> list[str]:
