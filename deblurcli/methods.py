@@ -145,7 +145,7 @@ def _blind(name: str, description: str) -> MethodSpec:
 METHODS: tuple[MethodSpec, ...] = (
     # --- networks: one row per family (the file is named by ``module``) ---
     _network(
-        "nafnet", arch="nafnet", module="deblurcli.archs.nafnet", checkpoint="nafnet@cpu-v4",
+        "nafnet", arch="nafnet", module="deblurcli.archs.nafnet", checkpoint="nafnet@cpu-v5",
         description="NAFNet U-net of gated activation-free blocks (Chen et al. 2022): the default",
     ),
     _network(
