@@ -114,6 +114,7 @@ def _network(name: str, *, arch: str, module: str, checkpoint: str, description:
     params = (
         _p("tile", "str", "auto", "auto, 0 (never tile) or a tile size in pixels"),
         _p("overlap", "int", None, "pixels shared by neighbouring tiles (default: model's need)"),
+        _p("ensemble", "int", 1, "average over N flipped/transposed copies (1, 2, 4 or 8)"),
     )
     return MethodSpec(name, "network", description, inputs, params, arch, module, checkpoint)
 

@@ -191,4 +191,6 @@ def test_interrupt_exits_130_and_leaves_no_partial_file(
 def test_usage_errors_exit_2(capsys, tmp_path: Path) -> None:
     assert run_cli(["deblur", str(tmp_path / "missing.png")], capsys)[0] == 2
     assert run_cli(["deblur", "x.png", "--tile", "banana"], capsys)[0] == 2
+    code, _, err = run_cli(["deblur", "x.png", "--ensemble", "3"], capsys)
+    assert code == 2 and "--ensemble" in err
     assert run_cli(["no-such-command"], capsys)[0] == 2

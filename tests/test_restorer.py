@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from deblurcli.engine import ModelInfo, Restorer, resolve_device, resolve_dtype
-from deblurcli.engine.restorer import pad_to_multiple
+from deblurcli.engine.restorer import dihedral, pad_to_multiple
 from deblurcli.errors import UnsupportedDtypeError, UnsupportedImageError, UsageError
 
 TEST_DEVICE = os.environ.get("DEBLURCLI_TEST_DEVICE", "cpu")
@@ -114,3 +114,53 @@ def test_precision_resolution_follows_the_descriptor() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_dihedral_covers_eight_distinct_orientations_and_inverts_each() -> None:
+    x = torch.rand(1, 2, 5, 7)
+    turned = [dihedral(x, i) for i in range(8)]
+    for i, t in enumerate(turned):
+        assert t.shape == ((1, 2, 7, 5) if i & 4 else (1, 2, 5, 7))
+        assert torch.equal(dihedral(t, i, inverse=True), x)
+    flat = {(tuple(t.shape), tuple(t.flatten().tolist())) for t in turned}
+    assert len(flat) == 8
+    with pytest.raises(ValueError):
+        dihedral(x, 8)
+
+
+def test_ensemble_of_an_equivariant_model_is_exact_and_runs_every_orientation() -> None:
+    gain = Gain(0.5)
+    x = torch.rand(1, 3, 37, 53)
+    restorer = _restorer(gain)
+    assert torch.allclose(restorer(x, ensemble=8), x * 0.5, atol=1e-6)
+    assert sorted(set(gain.seen)) == [(1, 3, 40, 56), (1, 3, 56, 40)]
+    assert len(gain.seen) == 8
+
+
+class ShiftRight(nn.Module):
+    """Not flip-equivariant: moves the image one pixel to the right (wrapping)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, 1, dims=-1)
+
+
+def test_ensemble_averages_the_orientations_turned_back() -> None:
+    x = torch.rand(1, 3, 8, 12)
+    restorer = _restorer(ShiftRight(), size_multiple=1)
+    assert torch.equal(restorer(x), torch.roll(x, 1, dims=-1))
+    # left-right flip turns the shift around; up-down flip leaves it; transposes shift rows
+    expected2 = (torch.roll(x, 1, dims=-1) + torch.roll(x, -1, dims=-1)) / 2
+    assert torch.allclose(restorer(x, ensemble=2), expected2, atol=1e-6)
+    rows = (torch.roll(x, 1, dims=-2) + torch.roll(x, -1, dims=-2)) / 2
+    assert torch.allclose(restorer(x, ensemble=8), (expected2 + rows) / 2, atol=1e-6)
+
+
+def test_ensemble_progress_counts_every_copy_and_bad_sizes_are_refused(tiny_model) -> None:
+    restorer = _restorer(tiny_model, receptive_radius=8)
+    seen: list[tuple[int, int]] = []
+    restorer(torch.rand(1, 3, 150, 170), tile=64, overlap=32, ensemble=4,
+             on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1] and {t for _, t in seen} == {seen[-1][1]}
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(UsageError, match="ensemble"):
+        restorer(torch.rand(1, 3, 16, 16), ensemble=3)

@@ -23,6 +23,7 @@ def deblur(
     precision: opt.PrecisionOpt = "auto",
     tile: opt.TileOpt = "auto",
     tile_overlap: opt.OverlapOpt = None,
+    ensemble: opt.EnsembleOpt = 1,
     recursive: opt.RecursiveOpt = False,
     suffix: opt.SuffixOpt = None,
     fmt: opt.FormatOpt = "auto",
@@ -50,6 +51,8 @@ def deblur(
       deblurcli deblur shots/ -o out/ --recursive --format png --json
 
       deblurcli deblur photo.jpg --model resunet@shake-v1 --tile 512 -o sharp.jpg
+
+      deblurcli deblur photo.jpg --ensemble 8 -o sharp.png   # 8 flips/transposes averaged
     """
     from deblurcli.cli._batch import BatchOptions, ItemResult, plan_batch, run_batch
 
@@ -61,6 +64,11 @@ def deblur(
             raise UsageError(f"--method {method} needs a sharp reference photo: "
                              f"deblurcli deblur-ref IN --ref REF --method {method}")
     tile_setting = opt.parse_tile(tile)
+    from deblurcli.engine.restorer import ENSEMBLE_SIZES
+
+    if ensemble not in ENSEMBLE_SIZES:
+        raise UsageError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, "
+                         f"got {ensemble}")
     options = BatchOptions(
         output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
         bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,
@@ -94,12 +102,13 @@ def deblur(
 
     def process(job: Any, image: Any, on_tiles: Any) -> ItemResult:
         y = restorer(image.to_tensor(), tile=tile_setting, overlap=tile_overlap,
-                     on_progress=on_tiles)
+                     ensemble=ensemble, on_progress=on_tiles)
         stats = restorer.last_run
         details = {"tile": stats.tile, "tile_retries": stats.tile_retries,
                    "fp32_fallbacks": stats.fp32_fallbacks}
         return ItemResult(image.with_tensor(y), details=details)
 
     header = {"model": {"name": restorer.name, **restorer.provenance},
-              "device": str(restorer.device), "precision": restorer.precision, "tile": tile}
+              "device": str(restorer.device), "precision": restorer.precision, "tile": tile,
+              "ensemble": ensemble}
     raise typer.Exit(run_batch(batch, process, header=header))

@@ -3,7 +3,9 @@
 ``restorer(x)`` takes an N×C×H×W float tensor in [0, 1] on any device and returns one of the same
 shape in [0, 1] on the CPU. Along the way it adapts grayscale/RGB to the model, pads to the size
 multiple, tiles when the image is large, runs under ``torch.inference_mode`` in the chosen
-precision (redoing a tile in fp32 if reduced precision produced NaN/Inf), clamps and crops.
+precision (redoing a tile in fp32 if reduced precision produced NaN/Inf), clamps and crops. With
+``ensemble=N`` it averages the network over N flipped/transposed copies of the image (geometric
+self-ensemble): each copy is restored and turned back before the mean.
 """
 
 from __future__ import annotations
@@ -30,6 +32,29 @@ CPU_TILE_PIXELS = 2048 * 2048
 MIN_TILE = 64
 
 TileSetting = int | Literal["auto"] | None
+
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+"""Allowed ``ensemble`` values: the first N of the 8 flips/transposes of :func:`dihedral`."""
+
+
+def dihedral(x: Tensor, index: int, *, inverse: bool = False) -> Tensor:
+    """One of the 8 flips/transposes of the image plane, or its inverse.
+
+    ``index`` bit 0 flips left–right, bit 1 flips up–down, bit 2 transposes (applied first, so
+    the inverse undoes it last). ``dihedral(dihedral(x, i), i, inverse=True)`` equals ``x``.
+
+    Shape:
+        - x: :math:`(N, C, H, W)` → :math:`(N, C, H, W)`, or :math:`(N, C, W, H)` when bit 2 is set.
+    """
+    if not 0 <= index < 8:
+        raise ValueError(f"dihedral index must be 0..7, got {index}")
+    if inverse:
+        x = x.flip(-2) if index & 2 else x
+        x = x.flip(-1) if index & 1 else x
+        return x.transpose(-2, -1) if index & 4 else x
+    x = x.transpose(-2, -1) if index & 4 else x
+    x = x.flip(-1) if index & 1 else x
+    return x.flip(-2) if index & 2 else x
 
 
 @dataclass
@@ -163,6 +188,7 @@ class Restorer:
         guide: Tensor | None = None,
         tile: TileSetting = "auto",
         overlap: int | None = None,
+        ensemble: int = 1,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """Restore ``x``.
@@ -176,7 +202,9 @@ class Restorer:
                 ``None``/0 (never tile) or a tile size in pixels.
             overlap: Pixels shared by neighbouring tiles (default: 2 × the model's receptive
                 radius, at least 32).
-            on_progress: Called with (tiles done, tiles total).
+            ensemble: Average over this many flipped/transposed copies (1, 2, 4 or 8); the
+                run takes about that many times longer.
+            on_progress: Called with (tiles done, tiles total), counted over all copies.
 
         Shape:
             - x: :math:`(N, C, H, W)`, C = 1 or 3; reference: :math:`(1, C, H_r, W_r)`;
@@ -185,6 +213,9 @@ class Restorer:
         """
         if x.ndim != 4:
             raise UsageError(f"expected an N×C×H×W tensor, got shape {tuple(x.shape)}")
+        if ensemble not in ENSEMBLE_SIZES:
+            raise UsageError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, "
+                             f"got {ensemble}")
         if (reference is None) != (self.info.inputs == 1):
             need = ("needs a reference image (`deblurcli deblur-ref`)" if self.info.inputs == 2
                     else "takes no reference")
@@ -208,6 +239,32 @@ class Restorer:
         if reference is not None:
             reference = adapt_reference(reference, channels, model_channels)
         batch = self._with_guide(batch, guide)
+        overlap = overlap if overlap is not None else max(32, 2 * self.info.receptive_radius)
+        self.last_run = RunStats(overlap=overlap)
+        total = torch.zeros(0)
+        for index in range(ensemble):
+            def progress(done: int, count: int, index: int = index) -> None:
+                if on_progress is not None:
+                    on_progress(index * count + done, ensemble * count)
+
+            turned = dihedral(batch, index)
+            ref = None if reference is None else dihedral(reference, index)
+            out = dihedral(self._restore_plane(turned, ref, tile, overlap, progress), index,
+                           inverse=True)
+            total = out if index == 0 else total.add_(out)
+        out = total.div_(ensemble) if ensemble > 1 else total
+        out.clamp_(0.0, 1.0)
+        if channels == 1 and model_channels == 3:
+            out = out.mean(dim=1, keepdim=True)
+        elif channels == 3 and model_channels == 1:
+            out = out.reshape(x.shape)
+        return out
+
+    def _restore_plane(
+        self, batch: Tensor, reference: Tensor | None, tile: TileSetting, overlap: int,
+        on_progress: Callable[[int, int], None],
+    ) -> Tensor:
+        """Pad, run (tiled when needed) and crop one orientation of the model-ready ``batch``."""
         multiple = max(1, self.info.size_multiple)
         padded, pad_h, pad_w = pad_to_multiple(batch, multiple)
         h, w = padded.shape[-2:]
@@ -216,8 +273,6 @@ class Restorer:
             raise UsageError(f"model {self.name} cannot be tiled; use --tile 0")
         if tile_size is not None and self.info.tiling == "discouraged":
             logger.warning("model %s is sensitive to tiling; results may differ", self.name)
-        overlap = overlap if overlap is not None else max(32, 2 * self.info.receptive_radius)
-        self.last_run = RunStats(overlap=overlap)
         with torch.inference_mode():
             result = run_auto_tiled(
                 self._tile_fn(reference), padded, tile=tile_size, overlap=overlap,
@@ -226,11 +281,6 @@ class Restorer:
                 policy=self.info.tiling, name=f"model {self.name}",
             )
         self.last_run.tile = result.tile
-        self.last_run.tile_retries = result.retries
+        self.last_run.tile_retries += result.retries
         # a normal tensor (not an inference tensor) so callers may modify it in place
-        out = result.output[..., : h - pad_h, : w - pad_w].clone().clamp_(0.0, 1.0)
-        if channels == 1 and model_channels == 3:
-            out = out.mean(dim=1, keepdim=True)
-        elif channels == 3 and model_channels == 1:
-            out = out.reshape(x.shape)
-        return out
+        return result.output[..., : h - pad_h, : w - pad_w].clone()
