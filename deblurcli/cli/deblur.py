@@ -64,11 +64,9 @@ def deblur(
             raise UsageError(f"--method {method} needs a sharp reference photo: "
                              f"deblurcli deblur-ref IN --ref REF --method {method}")
     tile_setting = opt.parse_tile(tile)
-    from deblurcli.engine.restorer import ENSEMBLE_SIZES
+    from deblurcli.engine.restorer import check_ensemble
 
-    if ensemble not in ENSEMBLE_SIZES:
-        raise UsageError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, "
-                         f"got {ensemble}")
+    check_ensemble(ensemble, "--ensemble")
     options = BatchOptions(
         output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality,
         bit_depth=opt.parse_bit_depth(bit_depth), skip_existing=skip_existing,

@@ -37,6 +37,13 @@ ENSEMBLE_SIZES = (1, 2, 4, 8)
 """Allowed ``ensemble`` values: the first N of the 8 flips/transposes of :func:`dihedral`."""
 
 
+def check_ensemble(value: int, option: str = "ensemble") -> None:
+    """Raise :class:`UsageError` (naming ``option``) unless ``value`` is in ENSEMBLE_SIZES."""
+    if value not in ENSEMBLE_SIZES:
+        raise UsageError(f"{option} must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, "
+                         f"got {value}")
+
+
 def dihedral(x: Tensor, index: int, *, inverse: bool = False) -> Tensor:
     """One of the 8 flips/transposes of the image plane, or its inverse.
 
@@ -213,9 +220,7 @@ class Restorer:
         """
         if x.ndim != 4:
             raise UsageError(f"expected an N×C×H×W tensor, got shape {tuple(x.shape)}")
-        if ensemble not in ENSEMBLE_SIZES:
-            raise UsageError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, "
-                             f"got {ensemble}")
+        check_ensemble(ensemble)
         if (reference is None) != (self.info.inputs == 1):
             need = ("needs a reference image (`deblurcli deblur-ref`)" if self.info.inputs == 2
                     else "takes no reference")
@@ -241,7 +246,7 @@ class Restorer:
         batch = self._with_guide(batch, guide)
         overlap = overlap if overlap is not None else max(32, 2 * self.info.receptive_radius)
         self.last_run = RunStats(overlap=overlap)
-        total = torch.zeros(0)
+        total: Tensor | None = None
         for index in range(ensemble):
             def progress(done: int, count: int, index: int = index) -> None:
                 if on_progress is not None:
@@ -251,9 +256,9 @@ class Restorer:
             ref = None if reference is None else dihedral(reference, index)
             out = dihedral(self._restore_plane(turned, ref, tile, overlap, progress), index,
                            inverse=True)
-            total = out if index == 0 else total.add_(out)
-        out = total.div_(ensemble) if ensemble > 1 else total
-        out.clamp_(0.0, 1.0)
+            total = out if total is None else total.add_(out)
+        assert total is not None
+        out = total.div_(ensemble).clamp_(0.0, 1.0)
         if channels == 1 and model_channels == 3:
             out = out.mean(dim=1, keepdim=True)
         elif channels == 3 and model_channels == 1:
