@@ -168,7 +168,7 @@ METHODS: tuple[MethodSpec, ...] = (
         description="Pix2Pix U-net GAN with self-attention and global residual (GAN paper)",
     ),
     _network(
-        "rir", arch="rir", module="deblurcli.archs.rir", checkpoint="rir@cpu-v1",
+        "rir", arch="rir", module="deblurcli.archs.rir", checkpoint="rir@cpu-v2",
         description="residual-in-residual GAN generator with channel and self-attention",
     ),
     _network(
