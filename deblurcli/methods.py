@@ -164,7 +164,7 @@ METHODS: tuple[MethodSpec, ...] = (
         inputs=2,
     ),
     _network(
-        "pix2pix", arch="pix2pix", module="deblurcli.archs.pix2pix", checkpoint="pix2pix@cpu-v3",
+        "pix2pix", arch="pix2pix", module="deblurcli.archs.pix2pix", checkpoint="pix2pix@cpu-v4",
         description="Pix2Pix U-net GAN with self-attention and global residual (GAN paper)",
     ),
     _network(

@@ -306,7 +306,7 @@ def test_method_rows_run_the_shipped_checkpoint_or_exit_4(
     from deblurcli.engine import load_model_table
 
     row = methods.get(name, "network")
-    shipped = {"pix2pix": "pix2pix@cpu-v3", "rir": "rir@cpu-v2"}[name]
+    shipped = {"pix2pix": "pix2pix@cpu-v4", "rir": "rir@cpu-v2"}[name]
     assert (row.arch, row.checkpoint) == (name, shipped)
     released = row.checkpoint in {e.ref for e in load_model_table().entries}
     photo, out = tmp_path / "in.png", tmp_path / "out.png"
