@@ -173,7 +173,7 @@ METHODS: tuple[MethodSpec, ...] = (
     ),
     _network(
         "deblurgan", arch="deblurgan", module="deblurcli.archs.deblurgan",
-        checkpoint="deblurgan@cpu-v3",
+        checkpoint="deblurgan@cpu-v4",
         description="DeblurGAN: ResNet generator with a WGAN-GP critic (Kupyn et al. 2018)",
     ),
     _network(
