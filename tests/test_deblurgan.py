@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 from _models import overfit
+from _train_data import tiny_config, write_images
+from safetensors.torch import load_file
 from torch import nn
 
 from deblurcli import methods
@@ -23,10 +25,13 @@ from deblurcli.archs.deblurgan import (
     ResBlock,
     canny_edges,
     preset,
+    widen_state,
 )
 from deblurcli.train import losses
+from deblurcli.train.checkpointing import latest_checkpoint
+from deblurcli.train.config import ConfigError
 from deblurcli.train.discriminator import build_discriminator
-from deblurcli.train.loop import iteration_objective
+from deblurcli.train.loop import fit, iteration_objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -366,3 +371,72 @@ def test_checkpoint_round_trip_and_restorer_on_odd_sizes(variant: str, tmp_path:
         x = torch.rand(1, channels, 21, 30)
         out = restorer(x, tile=None)
         assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def _randomised(config: DeblurGANConfig, seed: int = 0) -> DeblurGAN:
+    """A generator with every weight and bias drawn at random (a trained model is not the
+    near-identity of a fresh one, so a wrong channel map shows)."""
+    torch.manual_seed(seed)
+    model = DeblurGAN(config)
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.normal_(0.0, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"edge_input": True}, {"dropout": 0.5}],
+    ids=["plain", "edge", "dropout"],
+)
+def test_widening_computes_the_same_function(options: dict[str, object]) -> None:
+    old = {"width": 4, "blocks": 2, **options}
+    new = {**old, "width": 7}
+    parent = _randomised(DeblurGANConfig(**old))
+    child = DeblurGAN(DeblurGANConfig(**new)).eval()
+    child.load_state_dict(widen_state(parent.state_dict(), old, new, seed=3))
+    x = torch.rand(2, 3, 32, 24)
+    with torch.no_grad():
+        expected, got = parent(x), child(x)
+    assert child.encoder[1].out_channels == 7 and child.blocks[0].body[1].out_channels == 28
+    assert torch.allclose(got, expected, atol=1e-5)
+    # the copies of a channel get different gradients, so training separates them
+    child.train()
+    child(x).square().mean().backward()
+    grad = child.encoder[1].weight.grad
+    assert grad is not None
+    weight = child.encoder[1].weight
+    source = next(j for j in range(4) if torch.equal(weight[4], weight[j]))
+    assert not torch.allclose(grad[4], grad[source])
+
+
+def test_widening_leaves_other_changes_to_the_shape_check_and_refuses_feedback() -> None:
+    state = DeblurGAN(DeblurGANConfig(width=4, blocks=1)).state_dict()
+    assert widen_state(state, {"width": 4, "blocks": 1}, {"width": 4, "blocks": 2}) is state
+    assert widen_state(state, {"width": 4, "blocks": 1}, {"width": 3, "blocks": 1}) is state
+    with pytest.raises(ValueError, match="feedback"):
+        widen_state(state, {"width": 4, "feedback_iterations": 2},
+                    {"width": 6, "feedback_iterations": 2})
+
+
+def test_a_run_grows_a_narrower_parent_into_the_same_function(tmp_path: Path) -> None:
+    images = tmp_path / "sharp"
+    write_images(images, count=4)
+    parent_options = {"run.steps": 2, "run.val_every": 0}
+    fit(tiny_config(images, "deblurgan", **parent_options), tmp_path / "parent")
+    child_options = {**parent_options, "run.steps": 1, "optim.lr": 0.0, "model.ema_decay": 0.0,
+                     "run.init": str(tmp_path / "parent"), "model.config.width": 6}
+    with pytest.raises(ConfigError, match="init_grow"):  # growing must be asked for
+        fit(tiny_config(images, "deblurgan", **child_options), tmp_path / "refused")
+    fit(tiny_config(images, "deblurgan", **child_options, **{"run.init_grow": True}),
+        tmp_path / "child")
+    models = []
+    for name in ("parent", "child"):
+        folder = tmp_path / name
+        config = json.loads((folder / "config.json").read_text())["model"]["config"]
+        model = DeblurGAN(DeblurGANConfig(**{**REGISTRY["deblurgan"].tiny_config, **config}))
+        model.load_state_dict(load_file(str(latest_checkpoint(folder) / "model.safetensors")))
+        models.append(model.eval())
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(models[0](x), models[1](x), atol=1e-5)

@@ -8,12 +8,15 @@ An :class:`ArchSpec` ties an architecture id (stored in every checkpoint's metad
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 Tiling = Literal["supported", "discouraged", "internal"]
+GrowState = Callable[[dict[str, Tensor], dict[str, Any], dict[str, Any]], dict[str, Tensor]]
+"""``(weights, old_config, new_config) -> weights``: see :attr:`ArchSpec.grow_state`."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class ArchSpec:
     tiny_config: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of a few-hundred-parameter variant, used by the test-suite."""
     description: str = ""
+    grow_state: GrowState | None = None
+    """``grow_state(weights, old_config, new_config)``: map a warm start's weights onto a larger
+    config of the same architecture so that the network computes what it did before
+    (``run.init_grow``); ``None``: only tensors of matching shape load."""
 
     def make_config(self, values: dict[str, Any]) -> Any:
         """Build the config dataclass, rejecting unknown keys with a message listing valid ones."""

@@ -419,6 +419,107 @@ class DeblurGAN(nn.Module):
         return outputs
 
 
+# ----------------------------------------------------------------------------------------------
+# Widening a trained generator (run.init_grow)
+# ----------------------------------------------------------------------------------------------
+
+
+def _channel_map(old: int, new: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Which old channel each of ``new`` channels copies, and its share of that channel's
+    outgoing weights: the first ``old`` map to themselves, the rest to random old channels;
+    the copies of one channel split its outgoing weights in random shares that sum to 1."""
+    extra = torch.randint(old, (new - old,), generator=generator)
+    source = torch.cat([torch.arange(old), extra])
+    draw = 0.5 + torch.rand(new, generator=generator)
+    total = torch.zeros(old).index_add_(0, source, draw)
+    return source, draw / total[source]
+
+
+def widen_state(
+    weights: dict[str, Tensor],
+    old_config: dict[str, Any],
+    new_config: dict[str, Any],
+    *,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """Net2WiderNet for the generator: the weights of a ``width`` w model as a wider one (w′ ≥ w,
+    every other config field equal) that computes the same function.
+
+    Every new channel copies an existing one (its incoming weights and bias); the layers that
+    read the copies divide the original's outgoing weights among them in random shares. Each
+    copy is normalised by InstanceNorm (no affine parameters) to exactly the original's values,
+    so the output is unchanged up to float rounding, and the unequal shares give the copies
+    different gradients, so training separates them. The ResBlock trunk keeps one channel map
+    for its residual stream (the encoder's output, every block's second conv and the decoder's
+    input) and one per block inside it.
+
+    Args:
+        weights: A state dict of ``DeblurGAN(old_config)`` (e.g. a shipped checkpoint).
+        old_config: Its config (plain JSON values).
+        new_config: The wider config.
+        seed: Seeds the channel maps (the same seed maps a model's weights and its EMA alike).
+
+    Returns:
+        A state dict for ``DeblurGAN(new_config)``; ``weights`` unchanged when the configs are
+        equal or differ in anything but a larger ``width`` (the caller's shape check decides).
+
+    Raises:
+        ValueError: widening a feedback model (its ConvLSTM gates are not mapped).
+    """
+    old, new = DeblurGANConfig(**old_config), DeblurGANConfig(**new_config)
+    if new.width <= old.width or old != DeblurGANConfig(**{**new_config, "width": old.width}):
+        return weights
+    if old.feedback_iterations:
+        raise ValueError("widening a feedback DeblurGAN is not supported (its ConvLSTM gates)")
+    generator = torch.Generator().manual_seed(seed)
+    out = dict(weights)
+
+    def maps(scale: int) -> tuple[Tensor, Tensor]:
+        return _channel_map(scale * old.width, scale * new.width, generator)
+
+    def produce(name: str, source: Tensor, *, transposed: bool = False) -> None:
+        dim = 1 if transposed else 0
+        out[f"{name}.weight"] = out[f"{name}.weight"].index_select(dim, source)
+        out[f"{name}.bias"] = out[f"{name}.bias"][source]
+
+    def consume(name: str, source: Tensor, share: Tensor, *, transposed: bool = False) -> None:
+        dim = 0 if transposed else 1
+        shape = [1, 1, 1, 1]
+        shape[dim] = -1
+        taken = out[f"{name}.weight"].index_select(dim, source)
+        out[f"{name}.weight"] = taken * share.view(shape).to(taken.dtype)
+
+    # encoder: conv 7x7 (C->w) . conv (w->2w) . conv (2w->4w) = the residual stream
+    first, second, third = ("encoder.1", "encoder.4", "encoder.7")
+    w1, w2, stream = maps(1), maps(2), maps(4)
+    produce(first, w1[0])
+    consume(second, *w1)
+    produce(second, w2[0])
+    consume(third, *w2)
+    produce(third, stream[0])
+    conv_layers = 2
+    for index in range(old.blocks):
+        convs = [
+            f"blocks.{index}.body.{i}"
+            for i, layer in enumerate(ResBlock(1, old.dropout).body)
+            if isinstance(layer, nn.Conv2d)
+        ]
+        assert len(convs) == conv_layers, convs
+        inner = maps(4)
+        consume(convs[0], *stream)
+        produce(convs[0], inner[0])
+        consume(convs[1], *inner)
+        produce(convs[1], stream[0])
+    # decoder: convT (4w->2w) . convT (2w->w) . conv 7x7 (w->C)
+    d2, d1 = maps(2), maps(1)
+    consume("decoder.0", *stream, transposed=True)
+    produce("decoder.0", d2[0], transposed=True)
+    consume("decoder.3", *d2, transposed=True)
+    produce("decoder.3", d1[0], transposed=True)
+    consume("decoder.7", *d1)
+    return out
+
+
 SPEC = ArchSpec(
     id="deblurgan",
     module_cls=DeblurGAN,
@@ -427,4 +528,5 @@ SPEC = ArchSpec(
     defaults=ArchDefaults(size_multiple=4, tiling="discouraged", receptive_radius=64),
     tiny_config={"width": 4, "blocks": 1},
     description="DeblurGAN ResNet generator (+ Canny edge input or feedback ConvLSTM variants).",
+    grow_state=widen_state,
 )

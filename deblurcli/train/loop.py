@@ -279,8 +279,11 @@ class WarmStart:
 def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
     """Resolve ``run.init`` (``NAME@TAG``, a run folder or a ``.safetensors`` file).
 
-    The architecture and its config must equal the run's. A run folder gives its newest
-    checkpoint's raw weights and EMA; an exported file gives its (EMA) weights for both.
+    The architecture and its config must equal the run's, unless ``run.init_grow``: then an
+    architecture's ``grow_state`` (e.g. DeblurGAN's function-preserving widening) maps the
+    weights onto the run's config, and tensors still missing keep their initialisation. A run
+    folder gives its newest checkpoint's raw weights and EMA; an exported file gives its (EMA)
+    weights for both.
 
     Raises:
         ConfigError: the source does not exist or holds another architecture or config.
@@ -345,6 +348,10 @@ def load_warm_start(ref: str, cfg: TrainConfig) -> WarmStart:
         )
     if config != wanted:
         lineage["grown_from"] = config
+        grow = archs.get_spec(arch).grow_state
+        if grow is not None:
+            weights = grow(weights, config, wanted)
+            ema = None if ema is None else grow(ema, config, wanted)
     return WarmStart(weights, ema, lineage)
 
 
