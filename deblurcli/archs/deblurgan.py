@@ -32,6 +32,9 @@ Variants (config switches, one architecture id):
   the training loop's hook :meth:`DeblurGAN.training_outputs` hands them over so that the loss is
   the mean over iterations (models.md §3.4 [I]).
 
+A trained generator can be widened without changing what it computes (:func:`widen_state`,
+used by ``run.init_grow`` when only ``width`` grows).
+
 The critic (training only) is the shared :class:`deblurcli.train.discriminator.ConditionalPatchGAN`
 configured as DeblurGAN's unconditional PatchGAN: ``loss.discriminator = "patchgan70"`` with
 ``loss.disc_config = {cond_channels = 0, norm = "instance"}`` and ``loss.disc_width = 64``: 4×4
@@ -490,26 +493,21 @@ def widen_state(
         out[f"{name}.weight"] = taken * share.view(shape).to(taken.dtype)
 
     # encoder: conv 7x7 (C->w) . conv (w->2w) . conv (2w->4w) = the residual stream
-    first, second, third = ("encoder.1", "encoder.4", "encoder.7")
     w1, w2, stream = maps(1), maps(2), maps(4)
-    produce(first, w1[0])
-    consume(second, *w1)
-    produce(second, w2[0])
-    consume(third, *w2)
-    produce(third, stream[0])
-    conv_layers = 2
+    produce("encoder.1", w1[0])
+    consume("encoder.4", *w1)
+    produce("encoder.4", w2[0])
+    consume("encoder.7", *w2)
+    produce("encoder.7", stream[0])
+    # the two convs of a ResBlock (their index in its body depends on the dropout layer)
+    conv_a, conv_b = (i for i, layer in enumerate(ResBlock(1, old.dropout).body)
+                      if isinstance(layer, nn.Conv2d))
     for index in range(old.blocks):
-        convs = [
-            f"blocks.{index}.body.{i}"
-            for i, layer in enumerate(ResBlock(1, old.dropout).body)
-            if isinstance(layer, nn.Conv2d)
-        ]
-        assert len(convs) == conv_layers, convs
         inner = maps(4)
-        consume(convs[0], *stream)
-        produce(convs[0], inner[0])
-        consume(convs[1], *inner)
-        produce(convs[1], stream[0])
+        consume(f"blocks.{index}.body.{conv_a}", *stream)
+        produce(f"blocks.{index}.body.{conv_a}", inner[0])
+        consume(f"blocks.{index}.body.{conv_b}", *inner)
+        produce(f"blocks.{index}.body.{conv_b}", stream[0])
     # decoder: convT (4w->2w) . convT (2w->w) . conv 7x7 (w->C)
     d2, d1 = maps(2), maps(1)
     consume("decoder.0", *stream, transposed=True)
