@@ -15,7 +15,7 @@ from _train_data import tiny_config, write_images
 from safetensors.torch import load_file
 from torch import nn
 
-from deblurcli import methods
+from deblurcli import archs, methods
 from deblurcli.archs import REGISTRY
 from deblurcli.archs.deblurgan import (
     PRESETS,
@@ -28,7 +28,6 @@ from deblurcli.archs.deblurgan import (
     widen_state,
 )
 from deblurcli.train import losses
-from deblurcli.train.checkpointing import latest_checkpoint
 from deblurcli.train.config import ConfigError
 from deblurcli.train.discriminator import build_discriminator
 from deblurcli.train.loop import fit, iteration_objective
@@ -423,19 +422,17 @@ def test_a_run_grows_a_narrower_parent_into_the_same_function(tmp_path: Path) ->
     images = tmp_path / "sharp"
     write_images(images, count=4)
     parent_options = {"run.steps": 2, "run.val_every": 0}
-    fit(tiny_config(images, "deblurgan", **parent_options), tmp_path / "parent")
+    parent = fit(tiny_config(images, "deblurgan", **parent_options), tmp_path / "parent")
     child_options = {**parent_options, "run.steps": 1, "optim.lr": 0.0, "model.ema_decay": 0.0,
                      "run.init": str(tmp_path / "parent"), "model.config.width": 6}
     with pytest.raises(ConfigError, match="init_grow"):  # growing must be asked for
         fit(tiny_config(images, "deblurgan", **child_options), tmp_path / "refused")
-    fit(tiny_config(images, "deblurgan", **child_options, **{"run.init_grow": True}),
-        tmp_path / "child")
+    child = fit(tiny_config(images, "deblurgan", **child_options, **{"run.init_grow": True}),
+                tmp_path / "child")
     models = []
-    for name in ("parent", "child"):
-        folder = tmp_path / name
-        config = json.loads((folder / "config.json").read_text())["model"]["config"]
-        model = DeblurGAN(DeblurGANConfig(**{**REGISTRY["deblurgan"].tiny_config, **config}))
-        model.load_state_dict(load_file(str(latest_checkpoint(folder) / "model.safetensors")))
+    for run, width in ((parent, 4), (child, 6)):
+        model = archs.build("deblurgan", {**REGISTRY["deblurgan"].tiny_config, "width": width})
+        model.load_state_dict(load_file(str(run.checkpoint / "model.safetensors")))  # type: ignore[operator]
         models.append(model.eval())
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
