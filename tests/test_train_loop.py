@@ -154,3 +154,31 @@ def test_lr_schedules(
 ) -> None:
     cfg = tiny_config(images, **{"run.steps": 20, **values})
     assert [lr_factor(s, cfg) for s in steps] == pytest.approx(expected, abs=1e-9)
+
+
+def test_lr_schedule_follows_the_time_budget_when_it_is_ahead(images: Path) -> None:
+    cfg = tiny_config(images, **{"run.steps": 20, "schedule.kind": "cosine",
+                                 "schedule.min_lr_ratio": 0.0, "schedule.warmup_steps": 0})
+    assert lr_factor(0, cfg, time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_factor(0, cfg, time_fraction=1.0) == pytest.approx(0.0)
+    assert lr_factor(10, cfg, time_fraction=0.1) == pytest.approx(0.5)  # steps ahead: steps rule
+    step = tiny_config(images, **{"run.steps": 20, "schedule.kind": "multistep",
+                                  "schedule.milestones": [0.5], "schedule.gamma": 0.1})
+    assert lr_factor(0, step, time_fraction=0.6) == pytest.approx(0.1)
+
+
+def test_a_spent_time_budget_ends_the_run_checkpointed_and_resumable(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deblurcli.train.loop as loop
+
+    clock = iter(float(t) for t in range(10_000))
+    monkeypatch.setattr(loop.time, "monotonic", lambda: next(clock))  # each call: one second
+    cfg = tiny_config(images, **{"run.minutes": 0.5, "run.steps": 1000})
+    events: list[StepInfo] = []
+    result = fit(cfg, tmp_path / "run", on_step=events.append)
+    assert 1 < result.step < 30  # stopped by the 30 s budget long before 1000 steps
+    assert [e.step for e in events if e.kind == "checkpoint"][-1] == result.step
+    assert [e.step for e in events if e.kind == "val"][-1] == result.step
+    resumed = fit(cfg, tmp_path / "run", resume=True)
+    assert resumed.step > result.step

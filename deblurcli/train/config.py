@@ -63,6 +63,11 @@ class RunConfig:
     """Steps between JSONL log lines (the training loss is averaged over them)."""
     val_every: int = 200
     """Steps between validation passes (and at the end); 0 disables validation."""
+    minutes: float = 0.0
+    """Wall-clock budget of this session in minutes (0: none), e.g. a leased GPU's time. The
+    schedule then advances by the larger of step / ``steps`` and elapsed / budget, and the run
+    ends, validated and checkpointed, when the budget is spent even if ``steps`` is not reached
+    (``--resume`` continues it)."""
 
 
 @dataclass

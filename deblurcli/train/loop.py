@@ -135,17 +135,22 @@ def iteration_objective(
     return outputs, loss, parts
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier for the optimiser step with index ``step`` (0-based)."""
+def lr_factor(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Learning-rate multiplier for the optimiser step with index ``step`` (0-based).
+
+    ``time_fraction`` is the spent share of ``run.minutes`` (0 without a budget): the schedule
+    after warm-up follows whichever of steps and time is further along.
+    """
     s, total = cfg.schedule, cfg.run.steps
     if step < s.warmup_steps:
         return (step + 1) / s.warmup_steps
     if s.kind == "constant":
         return 1.0
     if s.kind == "cosine":
-        progress = min(1.0, (step - s.warmup_steps) / max(1, total - s.warmup_steps))
+        progress = min(1.0, max(time_fraction,
+                                (step - s.warmup_steps) / max(1, total - s.warmup_steps)))
         return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return s.gamma ** sum(step >= m * total for m in s.milestones)
+    return s.gamma ** sum(max(time_fraction, step / total) >= m for m in s.milestones)
 
 
 def command_line(argv: list[str]) -> str:
@@ -572,10 +577,17 @@ def _fit(
     last_val: dict[str, float] = dict(scalars.get("val", {}))
     checkpoint = latest
     model.train()
+    budget_s = cfg.run.minutes * 60.0
     for step_index, batch in enumerate(loader, start=start):
         step = step_index + 1
         torch.manual_seed(_step_seed(seed, step_index, rank))
-        lr = cfg.optim.lr * lr_factor(step_index, cfg)
+        time_fraction = (time.monotonic() - session_start) / budget_s if budget_s else 0.0
+        if world > 1 and budget_s:  # every rank must stop at the same step
+            shared = torch.tensor([time_fraction], device=device)
+            dist.broadcast(shared, 0)
+            time_fraction = float(shared)
+        last = step == total or time_fraction >= 1.0  # the budget's last step
+        lr = cfg.optim.lr * lr_factor(step_index, cfg, time_fraction)
         for group in optimizer.param_groups:
             group["lr"] = lr
         blurry = batch["blurry"].to(device, non_blocking=True, memory_format=memory_format)
@@ -643,7 +655,7 @@ def _fit(
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1
-        if rank == 0 and (step % cfg.run.log_every == 0 or step == total):
+        if rank == 0 and (step % cfg.run.log_every == 0 or last):
             now = time.monotonic()
             values = {k: float(v) / count for k, v in sums.items()}
             values.update(lr=lr, it_s=count / max(now - tick, 1e-9))
@@ -652,7 +664,7 @@ def _fit(
             if on_step:
                 on_step(StepInfo("train", step, total, values))
             tick, sums, count = now, {}, 0
-        if val is not None and (step % cfg.run.val_every == 0 or step == total):
+        if val is not None and (step % cfg.run.val_every == 0 or last):
             last_val = {f"{k}_input": v for k, v in baseline.items()}
             last_val.update(evaluate(module, val, device))
             if ema_model is not None and ema is not None:
@@ -670,7 +682,7 @@ def _fit(
             )
             if on_step:
                 on_step(StepInfo("val", step, total, dict(last_val)))
-        if step % cfg.checkpoint.every == 0 or step == total:
+        if step % cfg.checkpoint.every == 0 or last:
             if rank == 0:
                 wall = wall0 + time.monotonic() - session_start
                 checkpoint = checkpointing.save_state(
@@ -693,6 +705,8 @@ def _fit(
                     on_step(StepInfo("checkpoint", step, total, {"wall": wall}))
             if world > 1:
                 dist.barrier()
+        if last:
+            break
     log.close()
     wall = wall0 + time.monotonic() - session_start
     return FitResult(
