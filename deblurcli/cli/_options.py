@@ -64,11 +64,13 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option(metavar="DEVICE", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps.")
+    str,
+    typer.Option("--device", metavar="DEVICE",
+                 help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps."),
 ]
 PrecisionOpt = Annotated[
     str,
-    typer.Option(metavar="auto|fp32|bf16|fp16",
+    typer.Option("--precision", metavar="auto|fp32|bf16|fp16",
                  help="auto (fp32 on CPU, bf16 on CUDA where the model allows), fp32, bf16, fp16."),
 ]
 TileOpt = Annotated[
