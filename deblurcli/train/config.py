@@ -66,8 +66,9 @@ class RunConfig:
     minutes: float = 0.0
     """Wall-clock budget of this session in minutes (0: none), e.g. a leased GPU's time. The
     schedule then advances by the larger of step / ``steps`` and elapsed / budget, and the run
-    ends, validated and checkpointed, when the budget is spent even if ``steps`` is not reached
-    (``--resume`` continues it)."""
+    ends, validated and checkpointed, when the budget is spent even if ``steps`` is not reached.
+    ``--resume`` starts a new budget: its schedule goes on from the step-based progress, so
+    with ``steps`` far out of reach it starts again from the full learning rate."""
 
 
 @dataclass

@@ -150,7 +150,7 @@ def lr_factor(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
         progress = min(1.0, max(time_fraction,
                                 (step - s.warmup_steps) / max(1, total - s.warmup_steps)))
         return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return s.gamma ** sum(max(time_fraction, step / total) >= m for m in s.milestones)
+    return s.gamma ** sum(step >= m * total or time_fraction >= m for m in s.milestones)
 
 
 def command_line(argv: list[str]) -> str:
