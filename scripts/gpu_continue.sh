@@ -9,11 +9,13 @@
 #   .dev/sharp/  42 urban100 + 60 bsds500_train photos as they are, the 6 DIV2K photos as JPEG
 #                (quality 92, no chroma subsampling): 28.6 MB
 #   .dev/w/      deblurgan-cpu-v4, nafnet-cpu-v5, uml-in-cpu-v2 as shipped; rir-cpu-v2 cast to
-#                float16 (9.9 MB instead of 20.5 MB)
+#                float16 (9.9 MB instead of 20.5 MB), which turned two BatchNorm running
+#                variances above 65,504 into inf: cast to bfloat16 instead, or carry as is
 # and weights/ (367 MB, tracked) taken out of the index for the call, since at most 64 MiB
 # travel: `git rm -r -q --cached weights; echo /weights/ >> .git/info/exclude`, then
 # `git reset -q HEAD -- weights` and the exclude line removed afterwards.
-# Then: device run `bash scripts/gpu_continue.sh` with carry [".dev"], timeout 600.
+# Then: device run `bash scripts/gpu_continue.sh` with carry [".dev"], timeout 600 (on
+# 2026-12-04 this file ran as .dev/gpu_train.sh: 509 s, results in docs/training.md).
 set -u
 export PYTHONUNBUFFERED=1
 END=${END:-530}   # seconds after the start by which training must have ended
