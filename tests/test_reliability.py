@@ -551,6 +551,20 @@ def test_22_every_error_line_names_its_file(
     assert code != 1 and "nothing.safetensors" in err
 
 
+def test_23_a_named_non_image_fails_alone_and_is_the_file_named(
+    model_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _img(tmp_path / "good.png")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    for extra in ([], ["-o", tmp_path / "out"]):
+        code, _, err = run_cli(["deblur", good, notes, *extra], capsys)
+        assert code == 3, err
+        assert f"{notes}: not an image" in err and "notes_deblurred" not in err
+    assert (tmp_path / "good_deblurred.png").exists() and (tmp_path / "out" / "good.png").exists()
+    assert not (tmp_path / "notes_deblurred.png").exists()
+
+
 # --- issue 9, item 4: one batch runner ---------------------------------------------------------
 
 

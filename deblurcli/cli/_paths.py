@@ -129,9 +129,14 @@ def check_suffix(suffix: str | None) -> None:
 
 
 def output_suffix(input_path: Path, fmt: str) -> str:
-    """File extension of the output: the input's for ``auto``, else the format's."""
+    """File extension of the output: the input's for ``auto``, else the format's.
+
+    An input named explicitly without an image extension (``notes.txt``) plans a ``.png``
+    output, so that the batch does not stop at planning: reading that input fails on its own,
+    with an error naming it, and the other files are still processed.
+    """
     if fmt == "auto":
-        return input_path.suffix
+        return input_path.suffix if input_path.suffix.lower() in _image_suffixes() else ".png"
     try:
         return FORMAT_SUFFIXES[fmt.lower()]
     except KeyError:
