@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from deblurcli.errors import UsageError
+from deblurcli.errors import UnsupportedImageError, UsageError
 from deblurcli.optim.fast import kernel_distance
 from deblurcli.optim.reference import (
     ReferenceKernelConfig,
@@ -127,9 +127,12 @@ def test_config_rejects_bad_settings_and_tiny_photos() -> None:
                 {"scale_range": (1.1, 1.3)}, {"max_misfit": 0.0}, {"min_explained": 1.0}):
         with pytest.raises(UsageError):
             ReferenceKernelConfig(**bad)  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="16 px"):
+    with pytest.raises(UnsupportedImageError, match="the photo is 40×12 px.*16 px"):
         estimate_kernel_from_reference(np.zeros((12, 40, 3), np.float32),
                                        np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(UnsupportedImageError, match="the reference is 40×12 px"):
+        estimate_kernel_from_reference(np.zeros((40, 40, 3), np.float32),
+                                       np.zeros((12, 40, 3), np.float32))
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -177,6 +180,24 @@ def test_cli_without_fallback_leaves_an_unexplained_photo_unchanged_with_a_warni
     assert "does not explain" in err and str(photo) in err
     assert json.loads(stdout)["items"][0]["details"]["restored_by"] == "none"
     assert np.array_equal(cv2.imread(str(out)), cv2.imread(str(photo)))
+
+
+def test_cli_a_photo_too_small_for_a_kernel_fails_alone_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blurry, _, reference, _ = _pair(size=48)
+    photo, ref = _write(tmp_path / "photo.png", blurry), _write(tmp_path / "ref.png", reference)
+    tiny = _write(tmp_path / "tiny.png", blurry[:12, :40])
+    out = tmp_path / "out"
+    code, _, err = _run(["deblur-ref", str(tiny), str(photo), "--ref", str(ref), "-o", str(out),
+                         "--param", "kernel_size=15", "--param", "fallback=none"], capsys)
+    assert code == 3, err
+    assert f"{tiny} (reference {ref}): the photo is 40×12 px" in err
+    assert sorted(p.name for p in out.iterdir()) == ["photo.png"]
+    code, _, err = _run(["deblur-ref", str(photo), "--ref", str(tiny), "-o",
+                         str(tmp_path / "o.png"), "--param", "fallback=none"], capsys)
+    assert code == 3 and "the reference is 40×12 px" in err and str(tiny) in err
+    assert not (tmp_path / "o.png").exists()
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -143,6 +143,7 @@ def deblur_ref(
         info(f"model {restorer.name} on {restorer.device} ({restorer.precision})", quiet=quiet)
 
     def process(job: Any, image: Any, on_tiles: Any) -> ItemResult:
+        from deblurcli.errors import UnsupportedImageError
         from deblurcli.io import read_image
 
         if pairs is not None:
@@ -156,8 +157,11 @@ def deblur_ref(
             from deblurcli.io import tensor_to_hwc
             from deblurcli.optim.reference import deblur_with_reference
 
-            result = deblur_with_reference(image.pixels, tensor_to_hwc(ref_tensor),
-                                           kernel_config, device=resolve_device(device))
+            try:
+                result = deblur_with_reference(image.pixels, tensor_to_hwc(ref_tensor),
+                                               kernel_config, device=resolve_device(device))
+            except UnsupportedImageError as exc:  # per file: report it and go on (exit 3)
+                raise UnsupportedImageError(f"{job.input} (reference {ref_path}): {exc}") from exc
             fit = result.estimate.details
             details["kernel_fit"] = {key: fit[key] for key in (
                 "misfit", "explained", "ecc", "overlap", "kernel_size", "seconds")}

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deblurcli.errors import UsageError
+from deblurcli.errors import UnsupportedImageError, UsageError
 from deblurcli.optim import ops
 
 __all__ = [
@@ -396,7 +396,8 @@ def estimate_kernel_from_reference(
         The :class:`ReferenceKernel`; check :attr:`ReferenceKernel.fits` before using it.
 
     Raises:
-        UsageError: the photo is too small for any kernel (shorter side below 16 px).
+        UnsupportedImageError: the photo or the reference is too small for any kernel (a side
+            below 16 px); the message says which, without a file name.
 
     Shape:
         - blurry: :math:`(H, W, C)`; reference: :math:`(H', W', C')`; kernel :math:`(k, k)`
@@ -410,9 +411,10 @@ def estimate_kernel_from_reference(
     started = time.perf_counter()
     y_full, r_full = _luma(np.asarray(blurry)), _luma(np.asarray(reference))
     h, w = y_full.shape
-    if min(h, w) < 16 or min(r_full.shape) < 16:
-        raise UsageError(f"photo and reference need at least 16 px per side; got {h}x{w} and "
-                         f"{r_full.shape[0]}x{r_full.shape[1]}")
+    for what, (rows, cols) in (("photo", (h, w)), ("reference", r_full.shape)):
+        if min(rows, cols) < 16:
+            raise UnsupportedImageError(f"the {what} is {cols}×{rows} px; measuring a kernel "
+                                        "needs at least 16 px per side")
     limit = min(h, w) // 2
     size = max(3, min(cfg.kernel_size, limit - 1 + limit % 2))  # odd, at most half the photo
 
