@@ -617,3 +617,23 @@ def test_interrupt_prints_one_line(model_table: Path, tmp_path: Path,
     assert code == 130
     assert [line for line in err.splitlines() if line.strip()][-1] == "error: interrupted"
     assert "Traceback" not in err and not list((tmp_path / "out").glob("*"))
+
+
+def test_24_an_output_folder_inside_the_input_folder_is_not_read_back(
+    model_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = _folder(tmp_path / "photos", ("a.png", "sub/b.png"))
+    out = photos / "out"
+    code, _, err = run_cli(["deblur", photos, "-r", "-o", out], capsys)
+    assert code == 0, err
+    _img(photos / "c.png", seed=5)  # a photo added later; the run is repeated
+    for spec in (photos, f"{photos}/**/*.png"):
+        code, stdout, err = run_cli(["deblur", spec, "-r", "-o", out, "--skip-existing",
+                                     "--json"], capsys)
+        assert code == 0, err
+        assert not any(str(out) in item["input"] for item in json.loads(stdout)["items"])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == [
+        "a.png", "c.png", "sub/b.png"]
+    # -o equal to the input folder is still refused, naming the file it would replace
+    code, _, err = run_cli(["deblur", out, "-o", out], capsys)
+    assert code == 2 and "would replace its input" in err

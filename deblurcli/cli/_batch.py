@@ -138,7 +138,8 @@ def plan_batch(
     shard = parse_shard(options.shard)
     if options.overwrite and options.skip_existing:
         raise UsageError("--overwrite and --skip-existing exclude each other")
-    found = collect_inputs(inputs, recursive=options.recursive)
+    out_folder = options.output if options.output is not None and options.output.is_dir() else None
+    found = collect_inputs(inputs, recursive=options.recursive, exclude=out_folder)
     jobs = plan_outputs(found, options.output, suffix=options.suffix, fmt=options.fmt,
                         recursive=options.recursive, default_suffix=default_suffix)  # fmt: skip
     if extras is not None:

@@ -61,17 +61,30 @@ def _is_candidate(path: Path, suffixes: frozenset[str]) -> bool:
     )
 
 
-def collect_inputs(specs: list[str], *, recursive: bool) -> list[tuple[Path, Path]]:
+def collect_inputs(specs: list[str], *, recursive: bool,
+                   exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """Expand files, folders and globs to ``(file, base folder)`` pairs, sorted, deduplicated.
 
     A file named explicitly is always taken (a bad one, a FIFO included, is reported later, per
     file); inside folders and globs only image suffixes count, and hidden/OS junk files are
-    skipped.
+    skipped, as is everything below ``exclude`` (the output folder, so that ``-r -o
+    photos/out`` run twice over ``photos`` does not take its own results as inputs).
 
     Raises:
         UsageError: a spec that matches nothing, or no inputs at all; the message names it.
     """
     suffixes = _image_suffixes()
+    excluded = exclude.resolve() if exclude is not None else None
+
+    def wanted(path: Path, root: Path) -> bool:
+        # only an output folder strictly inside the searched folder is skipped; -o equal to
+        # an input folder is left to check_plan, which names the files it would replace
+        root = root.resolve()
+        if (excluded is not None and excluded != root and excluded.is_relative_to(root)
+                and path.resolve().is_relative_to(excluded)):
+            return False
+        return _is_candidate(path, suffixes)
+
     found: dict[Path, Path] = {}
     for spec in specs:
         path = Path(spec).expanduser()
@@ -82,7 +95,7 @@ def collect_inputs(specs: list[str], *, recursive: bool) -> list[tuple[Path, Pat
                 rel_parts = child.relative_to(path).parts
                 if any(part.startswith(".") for part in rel_parts):
                     continue
-                if _is_candidate(child, suffixes):
+                if wanted(child, path):
                     found.setdefault(child, path)
             if len(found) == before and len(specs) == 1:
                 hint = "" if recursive else " (--recursive descends into sub-folders)"
@@ -91,10 +104,10 @@ def collect_inputs(specs: list[str], *, recursive: bool) -> list[tuple[Path, Pat
             found.setdefault(path, path.parent)
         elif glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=recursive))
-            matches = [m for m in matches if _is_candidate(m, suffixes)]
+            base = _glob_base(spec)
+            matches = [m for m in matches if wanted(m, base)]
             if not matches:
                 raise UsageError(f"no image files match {spec!r}")
-            base = _glob_base(spec)
             for match in matches:
                 found.setdefault(match, base)
         else:
