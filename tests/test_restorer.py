@@ -164,3 +164,27 @@ def test_ensemble_progress_counts_every_copy_and_bad_sizes_are_refused(tiny_mode
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     with pytest.raises(UsageError, match="ensemble"):
         restorer(torch.rand(1, 3, 16, 16), ensemble=3)
+
+
+@pytest.mark.skipif(TEST_DEVICE != "cpu", reason="the memory format is a CPU choice")
+def test_cpu_channels_last_follows_the_registry_and_changes_no_result() -> None:
+    from deblurcli.archs import REGISTRY, build
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 40, 56)
+    marked = {arch for arch, spec in REGISTRY.items() if spec.cpu_channels_last}
+    assert {"nafnet", "residual_unet"} <= marked and "deblurgan" not in marked
+    for arch in ("nafnet", "deblurgan"):
+        model = build(arch, REGISTRY[arch].tiny_config).eval()
+        for p in model.parameters():  # not the identity the tiny models start as
+            p.data.add_(0.05 * torch.randn_like(p))
+        plain = model(pad_to_multiple(x, model.size_multiple)[0])[..., :40, :56].clamp(0, 1)
+        info = ModelInfo.for_model(arch, model)
+        restorer = Restorer(model, info, device=torch.device("cpu"), dtype=torch.float32)
+        convs = [m.weight for m in restorer.model.modules() if isinstance(m, nn.Conv2d)
+                 and m.weight.shape[-1] > 1 and m.weight.shape[1] > 1]
+        in_cl = [w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                 for w in convs]
+        assert all(in_cl) if arch in marked else not any(in_cl)
+        with torch.no_grad():
+            assert torch.allclose(restorer(x), plain.detach(), atol=1e-5)

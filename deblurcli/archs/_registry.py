@@ -46,6 +46,9 @@ class ArchSpec:
     tiny_config: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of a few-hundred-parameter variant, used by the test-suite."""
     description: str = ""
+    cpu_channels_last: bool = False
+    """Run inference on the CPU with the weights in ``channels_last`` memory format (the engine
+    does this): set only where measured faster (README, "Speed on the CPU")."""
     grow_state: GrowState | None = None
     """``grow_state(weights, old_config, new_config)``: map a warm start's weights onto a larger
     config of the same architecture so that the network computes what it did before

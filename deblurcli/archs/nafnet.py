@@ -226,4 +226,5 @@ SPEC = ArchSpec(
     tiny_config={"width": 4, "encoder_blocks": (1, 1), "middle_blocks": 1,
                  "decoder_blocks": (1, 1)},
     description="NAFNet: U-net of activation-free gated blocks (Chen et al. 2022).",
+    cpu_channels_last=True,
 )

@@ -156,4 +156,5 @@ SPEC = ArchSpec(
     defaults=ArchDefaults(size_multiple=8, tiling="supported", receptive_radius=64),
     tiny_config={"width": 4, "levels": 2, "blocks_per_level": 1},
     description="Plain residual U-net baseline (global residual, additive skips).",
+    cpu_channels_last=True,
 )

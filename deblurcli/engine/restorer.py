@@ -64,6 +64,16 @@ def dihedral(x: Tensor, index: int, *, inverse: bool = False) -> Tensor:
     return x.flip(-2) if index & 2 else x
 
 
+def _prefers_channels_last(arch: str) -> bool:
+    """Whether the registry marks ``arch`` as faster with ``channels_last`` weights on the CPU."""
+    from deblurcli.archs import get_spec
+
+    try:
+        return get_spec(arch).cpu_channels_last
+    except KeyError:  # a descriptor naming no registered architecture: plain layout
+        return False
+
+
 @dataclass
 class RunStats:
     """What the last call did, for reports (``--json``) and tests."""
@@ -131,6 +141,8 @@ class Restorer:
         provenance: dict[str, str] | None = None,
     ) -> None:
         self.model = model.to(device=device, dtype=torch.float32).eval()
+        if device.type == "cpu" and _prefers_channels_last(info.arch):
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.info = info
         self.device = device
         self.dtype = dtype
