@@ -76,12 +76,15 @@ def collect_inputs(specs: list[str], *, recursive: bool,
     suffixes = _image_suffixes()
     excluded = exclude.resolve() if exclude is not None else None
 
-    def wanted(path: Path, root: Path) -> bool:
+    def skipped_below(root: Path) -> Path | None:
         # only an output folder strictly inside the searched folder is skipped; -o equal to
         # an input folder is left to check_plan, which names the files it would replace
         root = root.resolve()
-        if (excluded is not None and excluded != root and excluded.is_relative_to(root)
-                and path.resolve().is_relative_to(excluded)):
+        inside = excluded is not None and excluded != root and excluded.is_relative_to(root)
+        return excluded if inside else None
+
+    def wanted(path: Path, skip: Path | None) -> bool:
+        if skip is not None and path.resolve().is_relative_to(skip):
             return False
         return _is_candidate(path, suffixes)
 
@@ -91,11 +94,12 @@ def collect_inputs(specs: list[str], *, recursive: bool,
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             before = len(found)
+            skip = skipped_below(path)
             for child in sorted(path.glob(pattern)):
                 rel_parts = child.relative_to(path).parts
                 if any(part.startswith(".") for part in rel_parts):
                     continue
-                if wanted(child, path):
+                if wanted(child, skip):
                     found.setdefault(child, path)
             if len(found) == before and len(specs) == 1:
                 hint = "" if recursive else " (--recursive descends into sub-folders)"
@@ -105,7 +109,8 @@ def collect_inputs(specs: list[str], *, recursive: bool,
         elif glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=recursive))
             base = _glob_base(spec)
-            matches = [m for m in matches if wanted(m, base)]
+            skip = skipped_below(base)
+            matches = [m for m in matches if wanted(m, skip)]
             if not matches:
                 raise UsageError(f"no image files match {spec!r}")
             for match in matches:

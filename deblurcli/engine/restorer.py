@@ -68,12 +68,10 @@ def dihedral(x: Tensor, index: int, *, inverse: bool = False) -> Tensor:
 
 def _prefers_channels_last(arch: str) -> bool:
     """Whether the registry marks ``arch`` as faster with ``channels_last`` weights on the CPU."""
-    from deblurcli.archs import get_spec
+    from deblurcli.archs import REGISTRY
 
-    try:
-        return get_spec(arch).cpu_channels_last
-    except KeyError:  # a descriptor naming no registered architecture: plain layout
-        return False
+    spec = REGISTRY.get(arch)  # a descriptor naming no registered architecture: plain layout
+    return spec is not None and spec.cpu_channels_last
 
 
 @dataclass
