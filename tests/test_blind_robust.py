@@ -294,6 +294,25 @@ def test_refinement_weight_falls_geometrically_to_the_last_weight(monkeypatch) -
         FastConfig(refine_start=0.0)
 
 
+def test_refinement_stays_near_the_kernel_it_was_given() -> None:
+    """With ``refine_support`` = r, no refined entry lies more than r px (chessboard) from
+    the given kernel's support, even when the photo's blur reaches further; a negative radius
+    lets the refinement use the whole canvas, and there it does reach further."""
+    luma = _photo()[100:260, 200:360] @ LUMA_WEIGHTS
+    true = _line(13, 15)
+    blurry = torch.from_numpy(convolve(luma, true, boundary="reflect")).float()
+    start = torch.zeros(15, 15)
+    start[6:9, 6:9] = 1 / 9  # the centre of the streak only
+    cfg = FastConfig(kernel_threshold=0.05, refine_iters=3, refine_support=1)
+    near = _refine_kernel(blurry, start, cfg, weight=5e-4)
+    allowed = torch.zeros(15, 15, dtype=torch.bool)
+    allowed[5:10, 5:10] = True
+    assert float(near.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(near[~allowed].abs().sum()) == 0.0
+    free = _refine_kernel(blurry, start, replace(cfg, refine_support=-1), weight=5e-4)
+    assert float(free[~allowed].sum()) > 0.1
+
+
 def test_refinement_weight_follows_the_noise() -> None:
     assert auto_refine_weight(0.01) == pytest.approx(5e-4)
     assert auto_refine_weight(0.0) == auto_refine_weight(0.001) > 0

@@ -152,6 +152,13 @@ class FastConfig:
     on ``shake`` photos 1–24, 41–64 and the first 20 of 65–114: 23.44 → 23.86, 23.11 → 23.37
     and 23.58 → 23.61 dB; 16× over eight alternations gave 23.64 (photos 1–19, against 23.74
     for this default there) and 23.43 (see docs/blind.md)."""
+    refine_support: int = -1
+    """How far, in pixels, the refinement may reach beyond the kernel it starts from (entries
+    of at least 5 % of the peak, dilated by this radius); negative (the default): anywhere on
+    the canvas. Measured on 28 ``shake`` photos (docs/blind.md, "Tried and not shipped",
+    2026-12-04): a radius of 4 stops the streaks that repeated texture pulls into the kernel
+    (8023 +2.02 dB, foreman +0.90) but also the parts of large trajectories that the
+    coarse-to-fine estimate missed (106024 −6.33, 101087 −4.79), −0.48 dB on photos 1–24."""
     photo_solve: bool = True
     """After the restoration, measure the kernel once more on the whole photo (its central
     ``choice_side``² pixels at most), against a latent restored with the estimated kernel
@@ -1374,12 +1381,19 @@ def _refine_kernel(y: Tensor, kernel: Tensor, cfg: FastConfig, weight: float) ->
     top, left = (kh - 1) // 2, (kw - 1) // 2
     # the part of y that a same-size latent explains without its borders (valid correlation)
     obs = _EdgeObservations(y[top : h - (kh - 1 - top), left : w - (kw - 1 - left)], (kh, kw))
+    allowed = None  # correlation orientation, like the kernel step's result
+    if cfg.refine_support >= 0:
+        r = cfg.refine_support
+        support = (kernel >= 0.05 * kernel.max()).to(kernel.dtype)[None, None]
+        allowed = ops.to_convolution(F.max_pool2d(support, 2 * r + 1, stride=1, padding=r)[0, 0])
     n = cfg.refine_iters
     for i in range(n):
         step_weight = weight * cfg.refine_start ** ((n - 1 - i) / max(1, n - 1))
         latent = deconvolve(y[None, None], kernel, method="hyperlaplacian",
                             weight=step_weight)[0, 0]
         k_corr = obs.kernel_step(latent, ops.to_convolution(kernel), cfg)
+        if allowed is not None:
+            k_corr = ops.project_kernel(k_corr * allowed)
         kernel = ops.to_convolution(ops.center_kernel(k_corr)[0])
     return kernel
 
