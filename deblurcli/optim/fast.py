@@ -154,11 +154,12 @@ class FastConfig:
     for this default there) and 23.43 (see docs/blind.md)."""
     refine_support: int = -1
     """How far, in pixels, the refinement may reach beyond the kernel it starts from (entries
-    of at least 5 % of the peak, dilated by this radius); negative (the default): anywhere on
-    the canvas. Measured on 28 ``shake`` photos (docs/blind.md, "Tried and not shipped",
-    2026-12-04): a radius of 4 stops the streaks that repeated texture pulls into the kernel
-    (8023 +2.02 dB, foreman +0.90) but also the parts of large trajectories that the
-    coarse-to-fine estimate missed (106024 −6.33, 101087 −4.79), −0.48 dB on photos 1–24."""
+    of at least 5 % of the peak, dilated by this radius; each step's kernel is then re-centred
+    by whole pixels as before); negative (the default): anywhere on the canvas. Measured on 28
+    ``shake`` photos (docs/blind.md, "Tried and not shipped", 2026-12-04): a radius of 4 stops
+    the streaks that repeated texture pulls into the kernel (8023 +2.02 dB, foreman +0.90) but
+    also the parts of large trajectories that the coarse-to-fine estimate missed (106024
+    −6.33, 101087 −4.79), −0.48 dB on photos 1–24."""
     photo_solve: bool = True
     """After the restoration, measure the kernel once more on the whole photo (its central
     ``choice_side``² pixels at most), against a latent restored with the estimated kernel
