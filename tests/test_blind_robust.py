@@ -15,6 +15,7 @@ from deblurcli.degrade import _line_kernel, convolve
 from deblurcli.io import read_image
 from deblurcli.kernels import motion_kernel
 from deblurcli.noise import estimate_noise_sigma
+from deblurcli.optim import ops
 from deblurcli.optim.fast import (
     LUMA_WEIGHTS,
     MAX_MISFIT,
@@ -295,21 +296,22 @@ def test_refinement_weight_falls_geometrically_to_the_last_weight(monkeypatch) -
 
 
 def test_refinement_stays_near_the_kernel_it_was_given() -> None:
-    """With ``refine_support`` = r, no refined entry lies more than r px (chessboard) from
-    the given kernel's support, even when the photo's blur reaches further; a negative radius
-    lets the refinement use the whole canvas, and there it does reach further."""
+    """With ``refine_support`` = f, no refined entry lies more than ⌊f · side⌋ px
+    (chessboard; 1 px here) from the given kernel's support, even when the photo's blur
+    reaches further; a negative value lets the refinement use the whole canvas, and there it
+    does reach further."""
     luma = _photo()[100:260, 200:360] @ LUMA_WEIGHTS
     true = _line(13, 15)
     blurry = torch.from_numpy(convolve(luma, true, boundary="reflect")).float()
     start = torch.zeros(15, 15)
     start[6:9, 6:9] = 1 / 9  # the centre of the streak only
-    cfg = FastConfig(kernel_threshold=0.05, refine_iters=3, refine_support=1)
+    cfg = FastConfig(kernel_threshold=0.05, refine_iters=3, refine_support=0.1)
     near = _refine_kernel(blurry, start, cfg, weight=5e-4)
     allowed = torch.zeros(15, 15, dtype=torch.bool)
     allowed[5:10, 5:10] = True
     assert float(near.sum()) == pytest.approx(1.0, abs=1e-5)
     assert float(near[~allowed].abs().sum()) == 0.0
-    free = _refine_kernel(blurry, start, replace(cfg, refine_support=-1), weight=5e-4)
+    free = _refine_kernel(blurry, start, replace(cfg, refine_support=-1.0), weight=5e-4)
     assert float(free[~allowed].sum()) > 0.1
 
 
@@ -360,6 +362,25 @@ def test_fast_fit_re_solves_the_kernel_on_the_photo_and_reports_it() -> None:
             FastConfig(**bad)
 
 
+def test_fast_fit_registers_the_restoration_with_the_photo() -> None:
+    """The restoration is moved by the final kernel's sub-pixel centre-of-mass offset, and
+    nothing else changes; ``register=False`` leaves it where the solver put it."""
+    from deblurcli.io import hwc_to_tensor, tensor_to_hwc
+
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:128, :128], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1, finish="none")
+    moved, still = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, register=False))
+    np.testing.assert_array_equal(moved.kernel, still.kernel)
+    offset = ops.centroid_offset(torch.from_numpy(still.kernel))
+    assert still.registration == (0.0, 0.0) and moved.registration == pytest.approx(offset)
+    assert max(abs(v) for v in offset) > 1e-3  # a move that the comparison below can see
+    expected = tensor_to_hwc(ops.translate(hwc_to_tensor(still.image), *offset))
+    np.testing.assert_allclose(moved.image, expected, atol=1e-6)
+    assert not np.allclose(moved.image, still.image, atol=1e-4)
+
+
 def _finisher_and_photo(tmp_path: Path) -> tuple[torch.nn.Module, Path, np.ndarray]:
     """A tiny perturbed NAFNet saved as a finishing network, and a 96² noisy photo blurred by a
     9-px streak."""
@@ -381,7 +402,7 @@ def _finisher_and_photo(tmp_path: Path) -> tuple[torch.nn.Module, Path, np.ndarr
 def test_fast_fit_hands_the_restoration_to_the_finishing_network(tmp_path) -> None:
     model, path, photo = _finisher_and_photo(tmp_path)
     cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1, finish="none",
-                     finish_resolve=0)
+                     finish_resolve=0, register=False)
     plain, finished = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish=str(path)))
     assert plain.finish_seconds == 0 and finished.finish_seconds > 0
     assert plain.finish_skipped == finished.finish_skipped == ""
@@ -416,7 +437,7 @@ def test_finish_resolve_measures_the_kernel_against_the_finished_image(tmp_path,
 
     _, path, photo = _finisher_and_photo(tmp_path)
     cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=1,
-                     finish=str(path), finish_resolve=0)
+                     finish=str(path), finish_resolve=0, register=False)
     cpu = torch.device("cpu")
     once, twice = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, finish_resolve=1))
     assert once.resolve_rounds == 0 and once.resolve_seconds == 0

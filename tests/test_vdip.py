@@ -83,6 +83,25 @@ def test_ssim_min_pool_and_kernel_helpers() -> None:
     assert shift == (2, 1) and float(centred[3:5, 3].sum()) == pytest.approx(1.0)
     p = ops.project_kernel(torch.tensor([[-1.0, 0.01], [2.0, 1.0]]), rel_threshold=0.05)
     assert torch.allclose(p, torch.tensor([[0.0, 0.0], [2 / 3, 1 / 3]]))
+    assert ops.centroid_offset(k) == pytest.approx((-1.5, -1.0))
+
+
+def test_translate_moves_content_by_whole_and_fractional_pixels() -> None:
+    """Whole-pixel moves are exact inside the image; two half-pixel moves of a smooth image
+    come close to one whole-pixel move; a move there and back restores it."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 48, 56, dtype=torch.float64)
+    moved = ops.translate(x, 2, -3)
+    assert moved.shape == x.shape and moved.dtype == x.dtype
+    assert torch.allclose(moved[..., 2:, :-3], x[..., :-2, 3:], atol=1e-10)
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(56.0), indexing="ij")
+    smooth = (torch.sin(yy / 5) * torch.cos(xx / 7)).double()[None, None]
+    halves = ops.translate(ops.translate(smooth, 0.5, 0.0), 0.5, 0.0)
+    whole = ops.translate(smooth, 1.0, 0.0)
+    assert torch.allclose(halves[..., 4:-4, 4:-4], whole[..., 4:-4, 4:-4], atol=1e-2)
+    back = ops.translate(ops.translate(smooth, 0.3, -0.4), -0.3, 0.4)
+    assert torch.allclose(back[..., 4:-4, 4:-4], smooth[..., 4:-4, 4:-4], atol=1e-2)
+    assert float((ops.translate(smooth, 0.3, 0.0) - smooth).abs().max()) > 0.04
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -24,6 +24,7 @@ __all__ = [
     "blur_valid",
     "blur_valid_fft",
     "center_kernel",
+    "centroid_offset",
     "derivative_residual_energy",
     "diff_h",
     "diff_v",
@@ -33,6 +34,7 @@ __all__ = [
     "resize_kernel",
     "ssim_same",
     "to_convolution",
+    "translate",
 ]
 
 
@@ -216,6 +218,21 @@ def project_kernel(k: Tensor, *, rel_threshold: float = 0.0) -> Tensor:
     return k / total
 
 
+def centroid_offset(k: Tensor) -> tuple[float, float]:
+    """How far ``k``'s centre of mass lies from its central index, ``(dy, dx)`` in pixels.
+
+    Shape:
+        - k: :math:`(h, w)`, non-negative with a positive sum
+    """
+    h, w = k.shape
+    total = k.sum()
+    rows = torch.arange(h, dtype=k.dtype, device=k.device)
+    cols = torch.arange(w, dtype=k.dtype, device=k.device)
+    cy = float((k.sum(1) * rows).sum() / total)
+    cx = float((k.sum(0) * cols).sum() / total)
+    return cy - (h - 1) / 2, cx - (w - 1) / 2
+
+
 def center_kernel(k: Tensor) -> tuple[Tensor, tuple[int, int]]:
     """Translate ``k`` by whole pixels so its centre of mass is nearest the central index.
 
@@ -229,12 +246,8 @@ def center_kernel(k: Tensor) -> tuple[Tensor, tuple[int, int]]:
         - k: :math:`(h, w)`; output: :math:`(h, w)`
     """
     h, w = k.shape
-    total = k.sum()
-    rows = torch.arange(h, dtype=k.dtype, device=k.device)
-    cols = torch.arange(w, dtype=k.dtype, device=k.device)
-    cy = float((k.sum(1) * rows).sum() / total)
-    cx = float((k.sum(0) * cols).sum() / total)
-    dy, dx = int(round((h - 1) / 2 - cy)), int(round((w - 1) / 2 - cx))
+    oy, ox = centroid_offset(k)
+    dy, dx = -int(round(oy)), -int(round(ox))
     out = torch.zeros_like(k)
     src_r = slice(max(0, -dy), min(h, h - dy))
     dst_r = slice(max(0, dy), min(h, h + dy))
@@ -242,6 +255,26 @@ def center_kernel(k: Tensor) -> tuple[Tensor, tuple[int, int]]:
     dst_c = slice(max(0, dx), min(w, w + dx))
     out[dst_r, dst_c] = k[src_r, src_c]
     return project_kernel(out), (dy, dx)
+
+
+def translate(x: Tensor, dy: float, dx: float) -> Tensor:
+    """Move the content of ``x`` by ``(dy, dx)`` pixels (down, right), sub-pixel.
+
+    Bicubic resampling (exact at whole-pixel moves), the border reflected. On the cached
+    ``shake`` restorations of docs/blind.md it scored like a band-limited (Fourier) move and
+    0.08 dB above a bilinear one, which blurs; unlike the Fourier move its ringing stays local.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`; output: :math:`(N, C, H, W)`
+    """
+    _check_image(x)
+    n, _, h, w = x.shape
+    rows = torch.arange(h, dtype=x.dtype, device=x.device) - dy
+    cols = torch.arange(w, dtype=x.dtype, device=x.device) - dx
+    gy, gx = torch.meshgrid(2 * rows / max(h - 1, 1) - 1, 2 * cols / max(w - 1, 1) - 1,
+                            indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1)[None].expand(n, h, w, 2)
+    return F.grid_sample(x, grid, mode="bicubic", padding_mode="reflection", align_corners=True)
 
 
 def resize_kernel(k: Tensor, size: tuple[int, int]) -> Tensor:
