@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from deblurcli.errors import UnsupportedImageError, UsageError
+from deblurcli.io import hwc_to_tensor, tensor_to_hwc
+from deblurcli.optim import ops
 from deblurcli.optim.fast import kernel_distance
 from deblurcli.optim.reference import (
     ReferenceKernelConfig,
@@ -102,6 +105,16 @@ def test_kernel_from_a_shifted_brighter_reference_is_the_true_kernel() -> None:
     assert out.image is not None and out.image.shape == blurry.shape
     error = lambda a: float(np.mean((a - sharp)[16:-16, 16:-16] ** 2))  # noqa: E731
     assert error(out.image) < 0.7 * error(blurry)  # closer to the sharp scene than the photo
+    # the restoration is moved by the kernel's sub-pixel centre-of-mass offset, and only that
+    still = deblur_with_reference(blurry, reference, replace(cfg, register=False))
+    assert still.image is not None and still.estimate.details["registration"] == [0.0, 0.0]
+    offset = ops.centroid_offset(torch.from_numpy(estimate.kernel))
+    assert out.estimate.details["registration"] == pytest.approx(offset, abs=1e-3)
+    assert max(abs(v) for v in offset) > 0.02
+    moved = np.clip(tensor_to_hwc(ops.translate(hwc_to_tensor(still.image), *offset)), 0, 1)
+    # (equal up to where the restoration was clipped before, not after, the move)
+    gap = lambda a: float(np.abs(out.image - a)[4:-4, 4:-4].mean())  # noqa: E731
+    assert gap(moved) < 1e-3 and gap(moved) < 0.1 * gap(still.image)
 
 
 def test_flow_alignment_and_robust_passes_keep_the_kernel_of_an_affine_pair() -> None:

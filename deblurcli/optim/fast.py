@@ -1031,9 +1031,8 @@ def fast_fit(
                 resolve_seconds = time.perf_counter() - t0
     registration = (0.0, 0.0)
     if cfg.register and not collapse:
-        registration = ops.centroid_offset(kernel.double())
-        image = tensor_to_hwc(ops.translate(hwc_to_tensor(image), *registration)).astype(
-            np.float32)
+        moved, registration = ops.register_to_kernel(hwc_to_tensor(image), kernel)
+        image = tensor_to_hwc(moved).astype(np.float32)
     for message in warnings:
         log.warning(message)
     return FastResult(

@@ -31,6 +31,7 @@ __all__ = [
     "gaussian_window",
     "min_pool",
     "project_kernel",
+    "register_to_kernel",
     "resize_kernel",
     "ssim_same",
     "to_convolution",
@@ -275,6 +276,23 @@ def translate(x: Tensor, dy: float, dx: float) -> Tensor:
                             indexing="ij")
     grid = torch.stack([gx, gy], dim=-1)[None].expand(n, h, w, 2)
     return F.grid_sample(x, grid, mode="bicubic", padding_mode="reflection", align_corners=True)
+
+
+def register_to_kernel(x: Tensor, k: Tensor) -> tuple[Tensor, tuple[float, float]]:
+    """Move a restoration by its kernel's sub-pixel centre-of-mass offset.
+
+    A kernel centred by whole pixels (:func:`center_kernel`) leaves the restoration up to about
+    half a pixel away from where a blur of zero mean displacement puts it; moving it by
+    :func:`centroid_offset` registers it with the blurry photo.
+
+    Returns:
+        The moved restoration and the ``(dy, dx)`` it was moved by.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`; k: :math:`(h, w)`, convolution orientation; output: like x
+    """
+    offset = centroid_offset(k.double())
+    return translate(x, *offset), offset
 
 
 def resize_kernel(k: Tensor, size: tuple[int, int]) -> Tensor:

@@ -95,6 +95,9 @@ class ReferenceKernelConfig:
     reference."""
     max_misfit: float = 4.0
     min_explained: float = 0.95
+    register: bool = True
+    """Move the restoration by the kernel's sub-pixel centre-of-mass offset
+    (:func:`deblurcli.optim.ops.register_to_kernel`), as the blind fast preset does."""
 
     def __post_init__(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
@@ -513,6 +516,7 @@ def deblur_with_reference(
     from deblurcli.io import hwc_to_tensor, tensor_to_hwc
     from deblurcli.optim.fast import FastConfig
 
+    cfg = cfg or ReferenceKernelConfig()
     pixels = np.asarray(blurry, dtype=np.float32)
     estimate = estimate_kernel_from_reference(pixels, reference, cfg)
     if not estimate.fits:
@@ -523,7 +527,12 @@ def deblur_with_reference(
     weight = max(rule.min_weight, rule.weight_factor * noise_weight(sigma))
     planes = hwc_to_tensor(pixels).to(device)
     kernel = torch.from_numpy(estimate.kernel).float()
-    image = tensor_to_hwc(deconvolve(planes, kernel, method="hyperlaplacian", weight=weight))
+    restored = deconvolve(planes, kernel, method="hyperlaplacian", weight=weight)
+    registration = (0.0, 0.0)
+    if cfg.register:
+        restored, registration = ops.register_to_kernel(restored, kernel)
+    image = tensor_to_hwc(restored)
+    estimate.details["registration"] = [round(v, 3) for v in registration]
     estimate.details["nonblind_weight"] = weight
     estimate.details["deconvolution_seconds"] = round(time.perf_counter() - started, 3)
     return ReferenceOutput(np.clip(image, 0, 1).astype(np.float32), estimate)
