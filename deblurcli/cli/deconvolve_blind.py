@@ -75,8 +75,10 @@ def deconvolve_blind(
 
     The fast preset estimates the photo's noise and the blur's size itself; when it finds no
     reliable kernel it says so and returns the photo unchanged rather than making it worse.
-    Kernels are saved centred, summing to 1, in true-convolution orientation
-    (--kernel-convention correlate writes them rotated by 180°).
+    Kernels are saved centred (to the nearest pixel), summing to 1, in true-convolution
+    orientation (--kernel-convention correlate writes them rotated by 180°); the fast preset
+    moves the restoration by the kernel's remaining sub-pixel offset, so that it registers
+    with the input (--param register=false keeps it unmoved).
 
     Examples:
 
