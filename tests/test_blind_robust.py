@@ -519,9 +519,45 @@ def test_is_grayscale_means_one_channel_or_equal_channels() -> None:
 
 
 def test_the_shipped_finishing_network_is_the_fast_default_and_resolves() -> None:
-    from deblurcli.optim.fast import finishing_model
+    from deblurcli.optim.fast import finishing_models
 
     assert FastConfig().finish == "nafnet-finish@cpu-v2"
-    path = finishing_model(FastConfig().finish)
-    assert path is not None and path.endswith("nafnet-finish-cpu-v2.safetensors")
-    assert finishing_model("none") is None and finishing_model("") is None
+    paths = finishing_models(FastConfig().finish)
+    assert [Path(p).name for p in paths] == ["nafnet-finish-cpu-v2.safetensors"]
+    both = finishing_models("nafnet-finish@cpu-v2, nafnet-finish@cpu-v3")
+    assert [Path(p).name for p in both] == ["nafnet-finish-cpu-v2.safetensors",
+                                             "nafnet-finish-cpu-v3.safetensors"]
+    assert finishing_models("none") == [] and finishing_models("") == []
+
+
+def test_several_finishing_networks_average_their_outputs(tmp_path) -> None:
+    """``finish="a,b"``: the mean of what each network makes of the same restoration."""
+    from _models import perturbed
+
+    from deblurcli.archs.nafnet import NAFNet, NAFNetConfig
+    from deblurcli.engine import ModelInfo, save_checkpoint
+    from deblurcli.errors import UsageError
+    from deblurcli.optim.fast import finish_restoration, finishing_references
+
+    _, first, photo = _finisher_and_photo(tmp_path)
+    torch.manual_seed(5)
+    other = perturbed(NAFNet(NAFNetConfig(width=4, encoder_blocks=(1,), middle_blocks=1,
+                                          decoder_blocks=(1,), guide_channels=6)))
+    second = tmp_path / "guided.safetensors"
+    save_checkpoint(second, other, ModelInfo.for_model("nafnet", other))
+    cpu, kernel = torch.device("cpu"), _line(7, 9)
+    one = finish_restoration(photo, str(first), cpu, observed=photo, kernel=kernel)
+    two = finish_restoration(photo, str(second), cpu, observed=photo, kernel=kernel)
+    assert np.abs(one - two).max() > 1e-3  # two different networks
+    both = finish_restoration(photo, f"{first}, {second}", cpu, observed=photo, kernel=kernel)
+    assert both.dtype == np.float32 and both.shape == photo.shape
+    np.testing.assert_allclose(both, (one + two) / 2, atol=1e-6)
+    assert finishing_references(" none ") == [] and finishing_references("") == []
+    assert finishing_references("a@v1, b") == ["a@v1", "b"]
+    for bad in ("a,,b", "a,none", "a,"):
+        with pytest.raises(UsageError, match="comma"):
+            finishing_references(bad)
+        with pytest.raises(BlindDeconvolutionError, match="comma"):
+            FastConfig(finish=bad)
+    with pytest.raises(UsageError):
+        finish_restoration(photo, "none", cpu)

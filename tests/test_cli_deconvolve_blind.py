@@ -154,3 +154,13 @@ def test_finish_option_reaches_the_fast_preset_and_a_missing_model_fails_once(
     code, _ = _invoke(["deconvolve-blind", str(a), str(b), "-o", str(out),
                        "--finish", str(tmp_path / "nowhere.safetensors")], capsys)
     assert code == 4 and len(calls) == 1 and not out.exists()
+    # a list of networks is checked whole before any photo: one missing, or a malformed list
+    code, _ = _invoke(["deconvolve-blind", str(a), str(b), "-o", str(out), "--finish",
+                       f"nafnet-finish@cpu-v2,{tmp_path / 'nowhere.safetensors'}"], capsys)
+    assert code == 4 and len(calls) == 1 and not out.exists()
+    code, _ = _invoke(["deconvolve-blind", str(a), "-o", str(out), "--finish",
+                       "nafnet-finish@cpu-v2,,nafnet-finish@cpu-v3"], capsys)
+    assert code == 2 and len(calls) == 1 and not out.exists()
+    code, _ = _invoke(["deconvolve-blind", str(a), "-o", str(tmp_path / "q.png"), "--finish",
+                       "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3"], capsys)
+    assert code == 0 and calls[1]["finish"] == "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3"

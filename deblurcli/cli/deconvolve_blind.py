@@ -44,7 +44,8 @@ def deconvolve_blind(
     finish: Annotated[Optional[str], typer.Option("--finish", metavar="MODEL|none", help=(
         "Fast preset: the network that finishes the restoration, trained on photos restored "
         "with slightly wrong kernels (it removes the ringing and noise they leave): a model "
-        "name, name@tag or .safetensors file; none: the non-blind solve as it is. Default: "
+        "name, name@tag or .safetensors file, or several separated by commas (their outputs "
+        "are averaged); none: the non-blind solve as it is. Default: "
         "nafnet-finish@cpu-v2 (docs/blind.md). Its output is then used to measure the kernel "
         "once more, and the photo is restored and finished again (--param finish_resolve=0: "
         "not). Never applied to a photo returned unchanged, nor to a grayscale photo (it "
@@ -130,9 +131,9 @@ def deconvolve_blind(
 
     dev = resolve_device(device)
     if preset == "fast":  # a missing finishing model fails here, once, not on every photo
-        from deblurcli.optim.fast import FastConfig, finishing_model
+        from deblurcli.optim.fast import FastConfig, finishing_models
 
-        finishing_model(overrides.get("finish", FastConfig().finish))
+        finishing_models(overrides.get("finish", FastConfig().finish))
     info(f"deconvolve-blind: {method}, preset {preset}, device {dev}, seed {seed}", quiet=quiet)
     show = progress_enabled(no_progress, quiet)
     bar = Progress(TextColumn("{task.description}"), BarColumn(),

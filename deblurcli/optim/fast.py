@@ -184,7 +184,8 @@ class FastConfig:
     """Kernel entries below this fraction of the peak are zeroed after that solve."""
     finish: str = "nafnet-finish@cpu-v2"
     """A network that finishes the restoration (model reference: ``name@tag``, name or a
-    ``.safetensors`` file; empty or ``none``: off). Trained on colour photos restored with
+    ``.safetensors`` file; several separated by commas: the mean of their outputs; empty or
+    ``none``: off). Trained on colour photos restored with
     imperfect kernels (``configs/nafnet_finish_guided.toml``), it removes what a slightly wrong
     kernel leaves: ringing, ghost edges, amplified noise. ``cpu-v2`` also reads the photo and
     the restoration blurred again with the kernel (:func:`deblurcli.degrade.restoration_guide`).
@@ -304,6 +305,10 @@ class FastConfig:
         if self.finish_resolve < 0:
             raise BlindDeconvolutionError(
                 f"finish_resolve must be >= 0, got {self.finish_resolve}")
+        try:
+            finishing_references(self.finish)
+        except UsageError as exc:
+            raise BlindDeconvolutionError(str(exc)) from None
         if self.image_model not in ("auto", "pixels", "generator"):
             raise BlindDeconvolutionError("image_model must be auto, pixels or generator")
         if self.resolved_image_model == "pixels" and self.method not in PIXEL_METHODS:
@@ -1049,22 +1054,37 @@ def fast_fit(
 
 
 def _finish_off(model: str) -> bool:
-    """Whether a ``finish`` reference means no finishing network (empty or ``none``)."""
-    return model.strip().lower() in ("", "none")
+    """Whether a ``finish`` value means no finishing network (empty or ``none``)."""
+    return not finishing_references(model)
 
 
-def finishing_model(model: str) -> str | None:
-    """The finishing network's resolved file, or None when ``model`` is empty or ``none``.
+def finishing_references(model: str) -> list[str]:
+    """The model references of a ``finish`` value: one reference, or several separated by
+    commas (an ensemble whose outputs are averaged); ``[]`` for empty or ``none``.
 
     Raises:
-        ModelUnavailableError: the model is neither shipped nor cached.
-        ChecksumError: the file does not match its manifest hash.
+        UsageError: ``none`` listed beside a model, or an empty entry between commas.
     """
-    if _finish_off(model):
-        return None
+    if model.strip().lower() in ("", "none"):
+        return []
+    references = [part.strip() for part in model.split(",")]
+    if any(ref.lower() in ("", "none") for ref in references):
+        raise UsageError(f"finish {model!r}: list model references separated by commas, "
+                         "or give none alone")
+    return references
+
+
+def finishing_models(model: str) -> list[str]:
+    """The finishing networks' resolved files (``[]`` when ``model`` is empty or ``none``).
+
+    Raises:
+        ModelUnavailableError: a model is neither shipped nor cached.
+        ChecksumError: a file does not match its manifest hash.
+        UsageError: a malformed list (:func:`finishing_references`).
+    """
     from deblurcli.engine import resolve
 
-    return str(resolve(model).path)
+    return [str(resolve(ref).path) for ref in finishing_references(model)]
 
 
 def is_grayscale(pixels: np.ndarray) -> bool:
@@ -1079,7 +1099,7 @@ def is_grayscale(pixels: np.ndarray) -> bool:
     return bool(np.abs(rgb - rgb[..., :1]).max() <= 1.0 / 255)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _finisher(model: str, device: str) -> Any:
     from deblurcli.engine import load_model
 
@@ -1089,21 +1109,36 @@ def _finisher(model: str, device: str) -> Any:
 def finish_restoration(image: np.ndarray, model: str, device: torch.device, *,
                        observed: np.ndarray | None = None,
                        kernel: np.ndarray | None = None) -> np.ndarray:
-    """Run the finishing network ``model`` (a model reference) over a restored photo.
+    """Run the finishing network ``model`` over a restored photo: one model reference, or
+    several separated by commas, whose outputs are averaged (:func:`finishing_references`).
 
-    The engine loads it (hash-verified, never unpickled; kept for the next photo of a batch)
-    and tiles large photos. A guided network (``guide_channels``) also reads the photo that was
-    observed and the restoration blurred again with its kernel
+    The engine loads each network (hash-verified, never unpickled; kept for the next photo of
+    a batch) and tiles large photos. A guided network (``guide_channels``) also reads the
+    photo that was observed and the restoration blurred again with its kernel
     (:func:`deblurcli.degrade.restoration_guide`), so ``observed`` and ``kernel`` are needed.
 
     Raises:
-        ModelUnavailableError: the model is neither shipped nor cached.
-        UsageError: a guided model without ``observed`` and ``kernel``.
+        ModelUnavailableError: a model is neither shipped nor cached.
+        UsageError: a guided model without ``observed`` and ``kernel``; an empty ``model``.
 
     Shape:
         - image, observed: :math:`(H, W, C)` float32 in [0, 1]; kernel: :math:`(h, w)`;
           returns the shape of ``image``
     """
+    references = finishing_references(model)
+    if not references:
+        raise UsageError("finish_restoration needs a model reference, not none")
+    total: np.ndarray | None = None
+    for ref in references:
+        out = _finish_one(image, ref, device, observed, kernel)
+        total = out if total is None else total + out
+    assert total is not None
+    return (total / len(references)).astype(np.float32)
+
+
+def _finish_one(image: np.ndarray, model: str, device: torch.device,
+                observed: np.ndarray | None, kernel: np.ndarray | None) -> np.ndarray:
+    """One finishing network's output (see :func:`finish_restoration`)."""
     from deblurcli.degrade import restoration_guide
 
     restorer = _finisher(model, str(device))
