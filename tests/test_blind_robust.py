@@ -521,12 +521,12 @@ def test_is_grayscale_means_one_channel_or_equal_channels() -> None:
 def test_the_shipped_finishing_network_is_the_fast_default_and_resolves() -> None:
     from deblurcli.optim.fast import finishing_models
 
-    assert FastConfig().finish == "nafnet-finish@cpu-v2"
+    assert FastConfig().finish == "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3"
     paths = finishing_models(FastConfig().finish)
-    assert [Path(p).name for p in paths] == ["nafnet-finish-cpu-v2.safetensors"]
-    both = finishing_models("nafnet-finish@cpu-v2, nafnet-finish@cpu-v3")
-    assert [Path(p).name for p in both] == ["nafnet-finish-cpu-v2.safetensors",
-                                             "nafnet-finish-cpu-v3.safetensors"]
+    assert [Path(p).name for p in paths] == ["nafnet-finish-cpu-v2.safetensors",
+                                              "nafnet-finish-cpu-v3.safetensors"]
+    assert [Path(p).name for p in finishing_models(" nafnet-finish@cpu-v2 ")] == [
+        "nafnet-finish-cpu-v2.safetensors"]
     assert finishing_models("none") == [] and finishing_models("") == []
 
 

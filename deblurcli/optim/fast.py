@@ -182,17 +182,19 @@ class FastConfig:
     """Ridge weight of that solve (on gradients of values in [0, 1])."""
     photo_solve_threshold: float = 0.05
     """Kernel entries below this fraction of the peak are zeroed after that solve."""
-    finish: str = "nafnet-finish@cpu-v2"
-    """A network that finishes the restoration (model reference: ``name@tag``, name or a
+    finish: str = "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3"
+    """The network that finishes the restoration (model reference: ``name@tag``, name or a
     ``.safetensors`` file; several separated by commas: the mean of their outputs; empty or
     ``none``: off). Trained on colour photos restored with
     imperfect kernels (``configs/nafnet_finish_guided.toml``), it removes what a slightly wrong
-    kernel leaves: ringing, ghost edges, amplified noise. ``cpu-v2`` also reads the photo and
-    the restoration blurred again with the kernel (:func:`deblurcli.degrade.restoration_guide`).
-    Not applied when the estimate is degenerate (the photo is then returned unchanged), nor to
-    grayscale photos unless ``finish_gray``. Measured on the fast preset's restorations
-    (docs/blind.md): ``shake`` photos 1–24 24.23 → 24.58 dB, photos 25–40 23.93 → 24.32, the
-    real-capture City100 pairs 26.16 → 26.56 (``cpu-v1``: 24.58, 24.32, 26.44)."""
+    kernel leaves: ringing, ghost edges, amplified noise. Both networks also read the photo and
+    the restoration blurred again with the kernel (:func:`deblurcli.degrade.restoration_guide`);
+    ``cpu-v3`` was trained on kernels up to twice as wrong and falls back on the photo where the
+    restoration does not explain it, ``cpu-v2`` trusts a good restoration more. Their mean
+    keeps every ``shake`` photo within 0.5 dB of its input (``cpu-v2`` alone: two photos 0.58
+    and 0.59 dB below) at 0.02 dB of the mean, 24.33 → 24.31 dB over the 114 photos
+    (docs/blind.md). Not applied when the estimate is degenerate (the photo is then returned
+    unchanged), nor to grayscale photos unless ``finish_gray``."""
     finish_resolve: int = 1
     """Rounds of the kernel measured once more on the photo against the *finished* restoration
     (the network's output is a sharper, cleaner latent than the solver's), the photo restored
