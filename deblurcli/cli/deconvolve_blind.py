@@ -46,9 +46,9 @@ def deconvolve_blind(
         "with slightly wrong kernels (it removes the ringing and noise they leave): a model "
         "name, name@tag or .safetensors file, or several separated by commas (their outputs "
         "are averaged); none: the non-blind solve as it is. Default: "
-        "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3, two networks averaged: the second was "
-        "trained on badly wrong kernels and keeps failed estimates near the photo "
-        "(docs/blind.md). Its output is then used to measure the kernel "
+        "the mean of nafnet-finish@cpu-v2 and nafnet-finish@cpu-v3 (the second was "
+        "trained on badly wrong kernels and keeps failed estimates near the photo; "
+        "docs/blind.md). Its output is then used to measure the kernel "
         "once more, and the photo is restored and finished again (--param finish_resolve=0: "
         "not). Never applied to a photo returned unchanged, nor to a grayscale photo (it "
         "lowered the grayscale Levin set; --param finish_gray=true applies it anyway)."))] = None,
