@@ -1010,7 +1010,7 @@ def fast_fit(
         image = pixels.copy()
     finish_seconds, finish_skipped = 0.0, ""
     resolve_rounds, resolve_seconds = 0, 0.0
-    if not _finish_off(cfg.finish):
+    if finishing_references(cfg.finish):
         if collapse:
             finish_skipped = "degenerate estimate"
         elif not cfg.finish_gray and is_grayscale(pixels):
@@ -1053,11 +1053,6 @@ def fast_fit(
         resolve_rounds=resolve_rounds, resolve_seconds=resolve_seconds,
         registration=registration,
     )
-
-
-def _finish_off(model: str) -> bool:
-    """Whether a ``finish`` value means no finishing network (empty or ``none``)."""
-    return not finishing_references(model)
 
 
 def finishing_references(model: str) -> list[str]:
@@ -1130,11 +1125,7 @@ def finish_restoration(image: np.ndarray, model: str, device: torch.device, *,
     references = finishing_references(model)
     if not references:
         raise UsageError("finish_restoration needs a model reference, not none")
-    total: np.ndarray | None = None
-    for ref in references:
-        out = _finish_one(image, ref, device, observed, kernel)
-        total = out if total is None else total + out
-    assert total is not None
+    total = sum(_finish_one(image, ref, device, observed, kernel) for ref in references)
     return (total / len(references)).astype(np.float32)
 
 
