@@ -191,8 +191,24 @@ def test_cli_without_fallback_leaves_an_unexplained_photo_unchanged_with_a_warni
                               "--json"], capsys)
     assert code == 0, err
     assert "does not explain" in err and str(photo) in err
+    assert "x the noise" in err and "None" not in err  # the measured fit, readable
     assert json.loads(stdout)["items"][0]["details"]["restored_by"] == "none"
     assert np.array_equal(cv2.imread(str(out)), cv2.imread(str(photo)))
+
+
+def test_cli_says_why_when_the_reference_cannot_be_aligned_at_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blurry, _, _, _ = _pair()
+    photo = _write(tmp_path / "photo.png", blurry)
+    ref = _write(tmp_path / "tiny.png", _scene(112, seed=5)[:20, :20])
+    code, stdout, err = _run(["deblur-ref", str(photo), "--ref", str(ref), "-o",
+                              str(tmp_path / "out.png"), "--param", "kernel_size=15",
+                              "--param", "fallback=none", "--json"], capsys)
+    assert code == 0, err
+    fit = json.loads(stdout)["items"][0]["details"]["kernel_fit"]
+    assert fit["misfit"] is None
+    assert "too little of the reference overlaps" in err and "None" not in err
 
 
 def test_cli_a_photo_too_small_for_a_kernel_fails_alone_naming_it(

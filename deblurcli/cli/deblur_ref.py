@@ -169,8 +169,14 @@ def deblur_ref(
             if result.image is not None:
                 details["restored_by"] = "kernel"
                 return ItemResult(image.with_pixels(result.image), details=details)
-            why = (f"one kernel does not explain {job.input} against {ref_path} "
-                   f"(misfit {fit['misfit']}, explained {fit['explained']})")
+            if fit["misfit"] is None:  # too little of the photo could be aligned to measure
+                why = (f"one kernel does not explain {job.input} against {ref_path} (too little "
+                       f"of the reference overlaps the photo to measure a kernel)")
+            else:
+                why = (f"one kernel does not explain {job.input} against {ref_path} (residual "
+                       f"{fit['misfit']:.1f}x the noise, {fit['explained']:.0%} of its variance "
+                       f"explained; a fit needs at most {kernel_config.max_misfit:g}x and "
+                       f"{kernel_config.min_explained:.0%})")
             if restorer is None:
                 warn(f"{why}; left unchanged (fallback=none)")
                 details["restored_by"] = "none"
