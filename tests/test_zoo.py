@@ -142,6 +142,8 @@ def test_reference_grammar(model_table: Path, tiny_checkpoint: Path) -> None:
         parse_reference("Owner Name")
     with pytest.raises(ModelUnavailableError, match="known models: tiny@test"):
         resolve("nope")
+    with pytest.raises(ModelUnavailableError, match="'tiny@v9'; tiny has the tags test"):
+        resolve("tiny@v9")
     assert resolve(str(tiny_checkpoint)).source == "local"
     with pytest.raises(ModelUnavailableError, match="not found"):
         resolve(str(tiny_checkpoint.with_name("absent.safetensors")))

@@ -107,8 +107,13 @@ class ModelTable:
         elif len(candidates) > 1:
             candidates = [e for e in candidates if e.default_tag] or candidates[:1]
         if not candidates:
-            known = ", ".join(e.ref for e in self.entries) or "none"
             wanted = f"{name}@{tag}" if tag else name
+            same_name = [e.tag for e in self.entries if e.name == name]
+            if same_name:  # a known model, an unknown tag: its tags are the useful list
+                raise ModelUnavailableError(
+                    f"unknown model {wanted!r}; {name} has the tags {', '.join(same_name)} "
+                    "(see `deblurcli models info " + name + "`)")
+            known = ", ".join(e.ref for e in self.entries) or "none"
             raise ModelUnavailableError(
                 f"unknown model {wanted!r}; known models: {known} (see `deblurcli models list`)"
             )
