@@ -169,9 +169,9 @@ def deblur_ref(
             if result.image is not None:
                 details["restored_by"] = "kernel"
                 return ItemResult(image.with_pixels(result.image), details=details)
-            if fit["misfit"] is None:  # too little of the photo could be aligned to measure
-                why = (f"one kernel does not explain {job.input} against {ref_path} (too little "
-                       f"of the reference overlaps the photo to measure a kernel)")
+            if fit["misfit"] is None:  # no kernel: too little aligned, or an all-zero solve
+                why = (f"one kernel does not explain {job.input} against {ref_path} (no kernel "
+                       "could be measured: too little of the reference lines up with the photo)")
             else:
                 why = (f"one kernel does not explain {job.input} against {ref_path} (residual "
                        f"{fit['misfit']:.1f}x the noise, {fit['explained']:.0%} of its variance "

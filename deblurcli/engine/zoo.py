@@ -112,7 +112,7 @@ class ModelTable:
             if same_name:  # a known model, an unknown tag: its tags are the useful list
                 raise ModelUnavailableError(
                     f"unknown model {wanted!r}; {name} has the tags {', '.join(same_name)} "
-                    "(see `deblurcli models info " + name + "`)")
+                    f"(see `deblurcli models info {name}`)")
             known = ", ".join(e.ref for e in self.entries) or "none"
             raise ModelUnavailableError(
                 f"unknown model {wanted!r}; known models: {known} (see `deblurcli models list`)"
