@@ -169,14 +169,8 @@ def deblur_ref(
             if result.image is not None:
                 details["restored_by"] = "kernel"
                 return ItemResult(image.with_pixels(result.image), details=details)
-            if fit["misfit"] is None:  # no kernel: too little aligned, or an all-zero solve
-                why = (f"one kernel does not explain {job.input} against {ref_path} (no kernel "
-                       "could be measured: too little of the reference lines up with the photo)")
-            else:
-                why = (f"one kernel does not explain {job.input} against {ref_path} (residual "
-                       f"{fit['misfit']:.1f}x the noise, {fit['explained']:.0%} of its variance "
-                       f"explained; a fit needs at most {kernel_config.max_misfit:g}x and "
-                       f"{kernel_config.min_explained:.0%})")
+            why = (f"one kernel does not explain {job.input} against {ref_path} "
+                   f"({result.estimate.why_not_fit})")
             if restorer is None:
                 warn(f"{why}; left unchanged (fallback=none)")
                 details["restored_by"] = "none"

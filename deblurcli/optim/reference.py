@@ -125,6 +125,20 @@ class ReferenceKernel:
     """Scores of every step, for ``--json``: ``search_ncc``, ``ecc``, ``misfit``,
     ``explained``, ``overlap``, ``crop_box``, ``noise_sigma``, ``seconds``."""
 
+    @property
+    def why_not_fit(self) -> str:
+        """Why the single kernel was rejected, in words, against the step-5 thresholds ("" when
+        it fits)."""
+        if self.fits:
+            return ""
+        misfit, cfg = self.details["misfit"], self.details["config"]
+        if misfit is None:  # no kernel: too little aligned, or an all-zero solve
+            return ("no kernel could be measured: too little of the reference lines up with the "
+                    "photo")
+        return (f"residual {misfit:.1f}x the noise, {self.details['explained']:.0%} of its "
+                f"variance explained; a fit needs at most {cfg['max_misfit']:g}x and "
+                f"{cfg['min_explained']:.0%}")
+
 
 @dataclass
 class ReferenceOutput:
