@@ -19,10 +19,13 @@ from deblurcli.optim import ops
 from deblurcli.optim.fast import (
     LUMA_WEIGHTS,
     MAX_MISFIT,
+    RESTART_KERNEL_THRESHOLD_PER_NOISE,
     FastConfig,
     _Grid,
     _photo_kernel,
+    _luma_noise,
     _refine_kernel,
+    auto_kernel_threshold,
     auto_refine_weight,
     choose_kernel,
     degenerate,
@@ -143,6 +146,37 @@ def test_a_sharp_photo_is_returned_unchanged_and_flagged() -> None:
     assert result.collapse
     assert np.array_equal(result.image, photo)
     assert any("returned unchanged" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.0005])
+def test_the_first_restart_retries_the_crop_with_the_coarser_kernel_threshold(
+        monkeypatch, sigma: float) -> None:
+    """A noisy photo's first restart re-estimates on the first crop with the coarser
+    threshold, the next one moves to the second crop; where noise is so low that both
+    thresholds are the 5 % floor, restarts move to the next crops at once."""
+    import deblurcli.optim.fast as fast_module
+
+    seen: list[tuple[int, float]] = []
+    real = fast_module._estimation_crop
+
+    def recording(luma, cfg, ksize, prefilter, dev, rank):  # type: ignore[no-untyped-def]
+        seen.append((rank, cfg.kernel_threshold))
+        return real(luma, cfg, ksize, prefilter, dev, rank)
+
+    monkeypatch.setattr(fast_module, "_estimation_crop", recording)
+    photo = convolve(_photo()[:96, :128], _line(5, 7), boundary="reflect").astype(np.float32)
+    cfg = FastConfig(kernel_size=(7, 7), outer=2, cg=3, crops=1, refine_iters=0, crop=64,
+                     noise_sigma=sigma, finish="none", photo_solve=False)
+    for attempt in range(3):
+        fast_fit(photo, cfg, attempt=attempt)
+    fine = auto_kernel_threshold(_luma_noise(sigma, 3))
+    coarse = auto_kernel_threshold(_luma_noise(sigma, 3), RESTART_KERNEL_THRESHOLD_PER_NOISE)
+    if sigma > 0.005:
+        assert coarse > fine
+        assert seen == [(0, fine), (0, coarse), (1, coarse)]
+    else:
+        assert coarse == fine == 0.05
+        assert seen == [(0, fine), (1, fine), (2, fine)]
 
 
 def test_informative_crop_ranks_give_other_windows() -> None:

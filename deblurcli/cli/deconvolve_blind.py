@@ -37,7 +37,8 @@ def deconvolve_blind(
     restarts: Annotated[Optional[int], typer.Option(min=0, help=(
         "On a degenerate result (near-delta or shrunk kernel, a kernel that does not explain "
         "the photo, output no sharper than the input, black image) run again with the next "
-        "seed and, in the fast preset, the next most informative crops, up to this many times "
+        "seed and, in the fast preset, first on the same crops with a coarser kernel threshold "
+        "(noisy photos), then on the next most informative crops, up to this many times "
         "(default: 2 with the fast preset, where only failed photos pay for them; 0 with "
         "paper). A fast run that stays degenerate returns the photo unchanged, with a "
         "warning."))] = None,

@@ -259,7 +259,7 @@ class FastConfig:
     2 and 3 gained +1.20, +1.33 and +1.29 dB mean, worst photo −1.50, −0.79 and −0.42 dB."""
     kernel_threshold: float = -1.0
     """Kernel entries below this fraction of the peak are zeroed after every kernel update;
-    negative: from the noise, ``30·σ_luma`` within 0.05…0.2 (:func:`auto_kernel_threshold`)."""
+    negative: from the noise, ``15·σ_luma`` within 0.05…0.2 (:func:`auto_kernel_threshold`)."""
     variants: tuple[tuple[tuple[str, object], ...], ...] = ()
     """Extra kernel estimates with these field overrides (e.g. ``(("alpha", 1.0),)``); with any,
     the kernel closest to all others (medoid under the shift-invariant kernel distance) wins.
@@ -413,15 +413,27 @@ def auto_prefilter(luma_noise: float) -> float:
     return float(min(1.5, 150.0 * luma_noise))
 
 
-def auto_kernel_threshold(luma_noise: float) -> float:
-    """Relative kernel threshold for luma noise ``luma_noise``: ``30·σ`` within 0.05…0.2.
+KERNEL_THRESHOLD_PER_NOISE = 15.0
+"""Slope of :func:`auto_kernel_threshold` for a first run (30 until 2026-12-05, session 6)."""
+RESTART_KERNEL_THRESHOLD_PER_NOISE = 30.0
+"""Slope for the first restart after a degenerate run: the coarser threshold, which keeps less
+of the noise's haze in the kernel (the first runs' slope until 2026-12-05, session 6)."""
+
+
+def auto_kernel_threshold(luma_noise: float, per_noise: float = KERNEL_THRESHOLD_PER_NOISE
+                          ) -> float:
+    """Relative kernel threshold for luma noise ``luma_noise``: ``per_noise·σ`` within 0.05…0.2.
 
     Noise leaves a faint haze in the estimated kernel that makes the final solve ring: on three
     ``shake`` photos (σ = 0.01, luma 0.0067) a threshold of 0.05 cost up to 5.5 dB against the
     input, 0.1 and 0.2 gave +1.8 and +1.7 dB mean (worst −1.3 and −0.6 dB). Clean photos need
     the faint tails: on the first 16 Levin09 images (σ ≈ 0.001) 0.2 gave 26.90 dB, 0.05 30.69.
+    With the refinement, photo solve and finishing networks of the later preset, the slope 30
+    (0.2 at σ = 0.01) cut on average 16 % of the true kernels' mass (at most 45 %), the faint
+    stretches of a trajectory; the slope 15 took the 114 ``shake`` photos from 24.31 to 24.95 dB
+    (docs/blind.md, *The kernel threshold halved*).
     """
-    return float(min(0.2, max(0.05, 30.0 * luma_noise)))
+    return float(min(0.2, max(0.05, per_noise * luma_noise)))
 
 
 REFINE_MIN_WEIGHT = 2e-4
@@ -883,8 +895,12 @@ def fast_fit(
         seed: Seeds the generator path (level ``i`` uses ``seed + i``); the pixel model is
             deterministic.
         device: Where the kernel estimation and the non-blind solve run.
-        attempt: 0 for the first run; a restart ``n`` estimates on the n-th most informative
-            crop (:func:`informative_crop` ``rank``), another view of the same blur.
+        attempt: 0 for the first run. With the automatic kernel threshold, the first restart
+            estimates on the same crop with the restarts' coarser threshold
+            (:data:`RESTART_KERNEL_THRESHOLD_PER_NOISE`), when that differs from the first
+            run's, and each further one moves to the next most informative crop
+            (:func:`informative_crop` ``rank``), another view of the same blur; otherwise
+            restart ``n`` estimates on the n-th crop.
 
     Returns:
         The :class:`FastResult`. When the estimate is degenerate (:attr:`FastResult.collapse`)
@@ -911,8 +927,13 @@ def fast_fit(
     luma = _luma(pixels)
     sigma = cfg.noise_sigma if cfg.noise_sigma is not None else estimate_noise_sigma(pixels)
     luma_noise = _luma_noise(sigma, pixels.shape[2])
+    rank = attempt  # which informative crop the estimate runs on
     if cfg.kernel_threshold < 0:
-        cfg = replace(cfg, kernel_threshold=auto_kernel_threshold(luma_noise))
+        threshold = auto_kernel_threshold(luma_noise)
+        coarse = auto_kernel_threshold(luma_noise, RESTART_KERNEL_THRESHOLD_PER_NOISE)
+        if attempt > 0 and coarse != threshold:
+            threshold, rank = coarse, attempt - 1
+        cfg = replace(cfg, kernel_threshold=threshold)
     if cfg.refine_weight <= 0:
         cfg = replace(cfg, refine_weight=auto_refine_weight(sigma))
     noisy = luma_noise > cfg.fixed_beta_above
@@ -931,12 +952,12 @@ def fast_fit(
     try:
         if cfg.kernel_size is None:
             size, size_probe = probe_kernel_size(luma, cfg, prefilter=prefilter,
-                                                 noise=held_noise, device=dev, rank=attempt,
+                                                 noise=held_noise, device=dev, rank=rank,
                                                  workers=workers)
             cfg = replace(cfg, kernel_size=size)
         assert cfg.kernel_size is not None
         kh, kw = (s + cfg.kernel_margin for s in cfg.kernel_size)
-        box, y_full = _estimation_crop(luma, cfg, (kh, kw), prefilter, dev, attempt)
+        box, y_full = _estimation_crop(luma, cfg, (kh, kw), prefilter, dev, rank)
         top, left, ch, cw = box
         plan = _plan(cfg, (ch, cw), (kh, kw))
         model = cfg.resolved_image_model
@@ -948,7 +969,7 @@ def fast_fit(
             return _estimate(y_other, other_plan, cfg, model, dev, seed, check, held_noise)
 
         jobs = [lambda report: _estimate(y_full, plan, cfg, model, dev, seed, report, held_noise)]
-        jobs += [lambda check, r=attempt * cfg.crops + j: other_crop(r, check)
+        jobs += [lambda check, r=rank * cfg.crops + j: other_crop(r, check)
                  for j in range(1, cfg.crops)]
         (kernel, levels), *rest = _run_jobs(jobs, workers, cfg.estimation_threads, on_step)
         others = [k for k, _ in rest]
