@@ -28,6 +28,7 @@ from deblurcli.optim.fast import (
     auto_kernel_threshold,
     auto_refine_weight,
     choose_kernel,
+    connected_mass,
     degenerate,
     fast_fit,
     informative_crop,
@@ -101,6 +102,20 @@ def test_degenerate_results_are_flagged() -> None:
     line = torch.from_numpy(_line(21, 31)).float()
     assert degenerate(line, {"extent": 21.0}, 1.02)[0] == ("not-sharper",)
     assert degenerate(line, {"extent": 21.0}, 1.6) == ((), "")
+
+
+def test_a_kernel_scattered_over_unconnected_streaks_is_flagged() -> None:
+    rng = np.random.default_rng(3)
+    shake = [motion_kernel(41, rng=rng) for _ in range(5)]
+    assert all(connected_mass(k) > 0.95 for k in shake)  # one continuous path each
+    stroke = _line(15, 41, angle=np.pi / 2)
+    assert connected_mass(stroke) == pytest.approx(1.0)
+    assert degenerate(torch.from_numpy(stroke).float(), {"extent": 15.0}, 2.0) == ((), "")
+    # the stroke plus two fainter parallel ghosts 8 px either side (a repeated structure)
+    ghosts = stroke + 0.6 * np.roll(stroke, 8, axis=1) + 0.6 * np.roll(stroke, -8, axis=1)
+    assert connected_mass(ghosts) == pytest.approx(1 / 2.2)
+    flags, why = degenerate(torch.from_numpy(ghosts / ghosts.sum()).float(), {"extent": 15.0}, 2.0)
+    assert flags == ("scattered-kernel",) and "connected" in why
 
 
 def test_reblur_misfit_tells_the_right_kernel_from_a_wrong_one() -> None:

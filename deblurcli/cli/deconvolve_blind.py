@@ -35,10 +35,10 @@ def deconvolve_blind(
         "paper: main steps (5000); fast: sweeps or steps per pyramid level."))] = None,
     seed: Annotated[int, typer.Option(help="Seed; CPU runs with the same seed are identical.")] = 0,
     restarts: Annotated[Optional[int], typer.Option(min=0, help=(
-        "On a degenerate result (near-delta or shrunk kernel, a kernel that does not explain "
-        "the photo, output no sharper than the input, black image) run again with the next "
-        "seed and, in the fast preset, first on the same crops with a coarser kernel threshold "
-        "(noisy photos), then on the next most informative crops, up to this many times "
+        "On a degenerate result (near-delta, shrunk or scattered kernel, a kernel that does "
+        "not explain the photo, output no sharper than the input, black image) run again with "
+        "the next seed and, in the fast preset, first on the same crops with a coarser kernel "
+        "threshold (noisy photos), then on the next most informative crops, up to this many times "
         "(default: 2 with the fast preset, where only failed photos pay for them; 0 with "
         "paper). A fast run that stays degenerate returns the photo unchanged, with a "
         "warning."))] = None,

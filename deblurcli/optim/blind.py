@@ -159,10 +159,10 @@ def deconvolve_blind(
         iters: ``paper``: main steps (default 5000); ``fast``: sweeps (pixel model) or steps
             (generator model) per pyramid level.
         seed: Seeds every random draw; CPU runs are bit-reproducible.
-        restarts: When a run ends in a degenerate solution (near-delta or shrunk kernel, a
-            kernel whose reblurred restoration misses the photo, an output no sharper than the
-            input, a collapsed image; ``specs/vdip.md`` §10.5), run again with the next seed
-            (the fast preset, on a noisy photo, first retries the same crop with a coarser
+        restarts: When a run ends in a degenerate solution (near-delta, shrunk or scattered
+            kernel, a kernel whose reblurred restoration misses the photo, an output no sharper
+            than the input, a collapsed image; ``specs/vdip.md`` §10.5), run again with the next
+            seed (the fast preset, on a noisy photo, first retries the same crop with a coarser
             kernel threshold, then moves to the next most informative crops), at most this many
             times; the first clean run is returned, else the last one — whose image, in the
             fast preset, is the unchanged input. None: :data:`DEFAULT_RESTARTS` of the preset
