@@ -1232,9 +1232,10 @@ CONNECTED_LEVEL = 0.1
 :func:`connected_mass`."""
 MIN_CONNECTED_MASS = 0.6
 """Least share of a trusted kernel's strokes that lies in its largest connected piece. A camera
-shake traces one continuous path; on the 114 ``shake`` photos (2026-12-05, session 7) the
-estimates that passed every other check measured 0.7–1.0, except 253055 (0.56, the photo's
-repeated giraffes made parallel streaks; 3.74 dB below its input) and 223061 (0.34)."""
+shake traces one continuous path. Of the 114 estimates on the ``shake`` photos that passed every
+other check (2026-12-05, session 7), 110 measured 0.70–1.0; the four below were 223061 (0.34),
+302008's third attempt (0.40), 253055 (0.56: parallel streaks from the photo's repeated
+giraffes, 3.74 dB below its input) and 69040 (0.56)."""
 
 
 def edge_sharpness(pixels: np.ndarray, noise: float) -> float:
