@@ -453,6 +453,11 @@ def auto_refine_weight(sigma: float) -> float:
     return float(max(REFINE_MIN_WEIGHT, 5.0 * sigma * sigma))
 
 
+def _float64(array: Tensor | np.ndarray) -> np.ndarray:
+    """A tensor or array as a float64 NumPy array (on the CPU)."""
+    return np.asarray(array.detach().cpu() if isinstance(array, Tensor) else array, np.float64)
+
+
 def kernel_extent(kernel: Tensor | np.ndarray, rel_threshold: float = 0.2) -> int:
     """Side of the bounding box of the entries ≥ ``rel_threshold`` of the peak (the larger of
     rows and columns): the blur's extent, ignoring the faint haze a blind estimate leaves.
@@ -460,7 +465,7 @@ def kernel_extent(kernel: Tensor | np.ndarray, rel_threshold: float = 0.2) -> in
     Shape:
         - kernel: :math:`(h, w)`
     """
-    k = np.asarray(kernel.detach().cpu() if isinstance(kernel, Tensor) else kernel, np.float64)
+    k = _float64(kernel)
     strong = k >= rel_threshold * k.max()
     rows, cols = np.nonzero(strong.any(1))[0], np.nonzero(strong.any(0))[0]
     return int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
@@ -1269,7 +1274,7 @@ def connected_mass(kernel: Tensor | np.ndarray, level: float = CONNECTED_LEVEL) 
     """
     import cv2
 
-    k = np.asarray(kernel.detach().cpu() if isinstance(kernel, Tensor) else kernel, np.float64)
+    k = _float64(kernel)
     strokes = np.where(k >= level * k.max(), k, 0.0)
     grown = cv2.dilate((strokes > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
     count, labels = cv2.connectedComponents(grown, connectivity=8)
@@ -1282,8 +1287,8 @@ def kernel_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     (:func:`deblurcli.metrics.kernel_error`) over the mean of their squared norms."""
     from deblurcli.metrics import kernel_error
 
-    ka = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, np.float64)
-    kb = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, np.float64)
+    ka = _float64(a)
+    kb = _float64(b)
     ka, kb = ka / ka.sum(), kb / kb.sum()
     return kernel_error(ka, kb) / (0.5 * ((ka**2).sum() + (kb**2).sum()))
 
@@ -1307,7 +1312,7 @@ def reblur_misfit(restored: np.ndarray, blurry: np.ndarray, kernel: Tensor | np.
     Shape:
         - restored, blurry: :math:`(H, W, C)`; kernel: :math:`(h, w)`
     """
-    k = np.asarray(kernel.detach().cpu() if isinstance(kernel, Tensor) else kernel, np.float64)
+    k = _float64(kernel)
     reblurred = convolve(_luma(np.clip(restored, 0, 1)), k)
     border = max(k.shape) // 2 + 4
     diff = (reblurred - _luma(blurry))[border:-border, border:-border]
