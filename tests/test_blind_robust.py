@@ -174,9 +174,9 @@ def test_the_first_restart_retries_the_crop_with_the_coarser_kernel_threshold(
     seen: list[tuple[int, float]] = []
     real = fast_module._estimation_crop
 
-    def recording(luma, cfg, ksize, prefilter, dev, rank):  # type: ignore[no-untyped-def]
+    def recording(luma, cfg, ksize, prefilter, dev, rank, observed=None):  # type: ignore[no-untyped-def]
         seen.append((rank, cfg.kernel_threshold))
-        return real(luma, cfg, ksize, prefilter, dev, rank)
+        return real(luma, cfg, ksize, prefilter, dev, rank, observed)
 
     monkeypatch.setattr(fast_module, "_estimation_crop", recording)
     photo = convolve(_photo()[:96, :128], _line(5, 7), boundary="reflect").astype(np.float32)

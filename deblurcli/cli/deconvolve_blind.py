@@ -77,8 +77,9 @@ def deconvolve_blind(
 ) -> None:
     """Blind deconvolution: recover the sharp photo and its camera-shake kernel.
 
-    The fast preset estimates the photo's noise and the blur's size itself; when it finds no
-    reliable kernel it says so and returns the photo unchanged rather than making it worse.
+    The fast preset estimates the photo's noise and the blur's size itself and leaves blown
+    highlights out of the kernel fit; when it finds no reliable kernel it says so and returns
+    the photo unchanged rather than making it worse.
     Kernels are saved centred (to the nearest pixel), summing to 1, in true-convolution
     orientation (--kernel-convention correlate writes them rotated by 180°); the fast preset
     moves the restoration by the kernel's remaining sub-pixel offset, so that it registers

@@ -247,6 +247,7 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] 
                           "resolve_rounds": result.resolve_rounds,
                           "resolve_seconds": round(result.resolve_seconds, 3)},
                "registration": [round(v, 3) for v in result.registration],
+               "clipped_pixels": result.clipped_pixels,
                "fallback": bool(result.collapse),
                "image_model": cfg.resolved_image_model,
                "levels": result.levels, "crop_box": list(result.crop_box),
