@@ -820,7 +820,7 @@ class _EdgeObservations:
         self.y_gf = self.grid.f(y_g)
         counted = (torch.ones(self.hg, self.wg, dtype=y.dtype, device=y.device)
                    if self.observed_g is None else self.observed_g)
-        self.ones_f = self.grid.f(counted)
+        self.counted_f = self.grid.f(counted)  # the differences the data term counts
 
     def kernel_step(self, x: Tensor, k: Tensor, cfg: FastConfig, *,
                     variance: Tensor | None = None) -> Tensor:
@@ -836,7 +836,7 @@ class _EdgeObservations:
         g_f = grid.f(g)
         var: Tensor | float = 0.0
         if variance is not None:
-            var = cfg.variance_weight * grid.i(grid.f(variance) * self.ones_f.conj())[
+            var = cfg.variance_weight * grid.i(grid.f(variance) * self.counted_f.conj())[
                 ..., :kh, :kw].sum(0)
         rhs = grid.i(g_f * self.y_gf.conj())[..., :kh, :kw].sum(0)
 
@@ -883,16 +883,16 @@ def _vb_level(y: Tensor, k: Tensor, cfg: FastConfig, *, with_sigma: bool,
     beta = min(1.0 / noise**2, cfg.beta_max) if noise > 0 else 1e3
     if observed is None:
         y_f = grid.f(y)
-        ones_f = grid.f(torch.ones_like(y))
+        counted_f = grid.f(torch.ones_like(y))  # the pixels the data term counts
         n_obs = y.numel()
     else:
         y_f = grid.f(y * observed)
-        ones_f = grid.f(observed)
+        counted_f = grid.f(observed)
         n_obs = max(1, int(observed.sum()))
     obs = _EdgeObservations(y, (kh, kw), observed)
     for sweep in range(cfg.outer):
         k_f = grid.f(k)
-        diag_a = grid.i(ones_f * grid.f(k * k)).clamp_min(0)
+        diag_a = grid.i(counted_f * grid.f(k * k)).clamp_min(0)
         e_h = ops.diff_h(mu).square() + s2[:, 1:] + s2[:, :-1]
         e_v = ops.diff_v(mu).square() + s2[1:, :] + s2[:-1, :]
         xi_h = cfg.alpha / (e_h.clamp_max(1.0) + 1e-8)
@@ -914,7 +914,7 @@ def _vb_level(y: Tensor, k: Tensor, cfg: FastConfig, *, with_sigma: bool,
         residual = grid.i(grid.f(mu) * k_f.conj())[:ho, :wo] - y
         if observed is not None:
             residual = residual * observed
-        spread = grid.i(grid.f(s2) * ones_f.conj())[:kh, :kw]
+        spread = grid.i(grid.f(s2) * counted_f.conj())[:kh, :kw]
         misfit = float(residual.square().sum() + (spread * k * k).sum())
         if noise <= 0:
             beta = min(n_obs / max(misfit, 1e-12), cfg.beta_max)
