@@ -22,7 +22,8 @@ the input lives on (CPU or CUDA), and share the same conventions:
 
   ``boundary="wrap"`` uses no canvas and assumes a circular blur.
 * **Colour.** Every channel (and every image of a batch) is deconvolved independently with the
-  same kernel.
+  same kernel; on a CPU with several threads the planes run in threads of their own
+  (:func:`_plane_workers`), which uses the cores better than one batched call.
 * **Memory.** Planes are processed in groups of at most ``max_pixels`` pixels; a single plane
   larger than ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS` = 2**23 ≈ 8.4 MP, e.g. 2896²) is
   split into overlapping tiles of at most ``max_pixels`` pixels, each deconvolved on its own and
@@ -415,14 +416,49 @@ def _run(
     with torch.no_grad():
         if h * w <= max_pixels:
             group = max(1, max_pixels // (h * w))
-            for start in range(0, n_planes, group):
-                out[start : start + group] = solve(x[start : start + group], k)
+            workers = _plane_workers(x, min(group, n_planes))
+            if workers > 1:
+                _solve_planes_in_threads(x, k, solve, out, workers)
+            else:
+                for start in range(0, n_planes, group):
+                    out[start : start + group] = solve(x[start : start + group], k)
         else:
             for i in range(n_planes):
                 out[i] = _solve_tiled(x[i], k, solve, max_pixels, ov)
     if clip:
         out.clamp_(0, 1)
     return back(out)
+
+
+def _plane_workers(planes: Tensor, at_once: int) -> int:
+    """How many planes to solve at the same time, each in its own thread (1: one batched call).
+
+    On the CPU one batched solve uses the intra-op threads poorly (a 0.5 MP colour photo,
+    hyper-Laplacian: 4.9 s on one thread, 3.9 s on two); separate planes on separate threads
+    use them fully. ``at_once`` is how many planes the memory budget allows together."""
+    threads = torch.get_num_threads()
+    if planes.device.type != "cpu" or threads < 2 or at_once < 2:
+        return 1
+    return min(at_once, 2 * threads)
+
+
+def _solve_planes_in_threads(x: Tensor, k: Tensor, solve: PlaneSolver, out: Tensor,
+                             workers: int) -> None:
+    """``out[i] = solve(x[i:i+1], k)[0]`` for every plane, ``workers`` planes at a time, the
+    caller's intra-op threads shared among them. Each plane's solve is independent of the
+    others (the solvers reduce per plane), so the result is the batched one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    per_worker = max(1, torch.get_num_threads() // workers)
+
+    def run(i: int) -> None:
+        torch.set_num_threads(per_worker)  # a new OS thread does not inherit the caller's
+        with torch.no_grad():  # grad mode is per thread too
+            out[i : i + 1] = solve(x[i : i + 1], k)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(run, i) for i in range(x.shape[0])]:
+            future.result()
 
 
 def _to_planes(blurred: ArrayT) -> tuple[Tensor, Callable[[Tensor], Any]]:

@@ -285,6 +285,19 @@ def test_the_padded_fft_grid_gives_exact_valid_correlation_and_its_adjoint() -> 
     assert torch.allclose((ax * r).sum(), (x * atr).sum(), rtol=1e-12)
 
 
+def test_the_pruned_transforms_equal_the_full_ones() -> None:
+    """``f_small`` (a kernel's transform, row FFTs on its rows only) and ``i_corner`` (an
+    inverse cropped to a corner) are the full transforms, including on a grid padded past a
+    prime side and for a stack of planes."""
+    gen = torch.Generator().manual_seed(1)
+    grid = _Grid((331, 305))
+    k = torch.rand(2, 31, 23, generator=gen, dtype=torch.float64)
+    assert torch.allclose(grid.f_small(k), grid.f(k), atol=1e-10)
+    spectrum = grid.f(torch.rand(2, 331, 305, generator=gen, dtype=torch.float64))
+    corner = grid.i_corner(spectrum, (31, 23))
+    assert corner.shape == (2, 31, 23)
+    assert torch.allclose(corner, grid.i(spectrum)[..., :31, :23], atol=1e-10)
+
 def test_refinement_sharpens_a_smeared_kernel_towards_the_streak() -> None:
     """From the true streak smeared by a Gaussian (what a smooth-latent estimate returns), the
     full-resolution alternation moves the kernel towards the streak (aligned kernel error down

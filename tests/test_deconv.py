@@ -90,6 +90,31 @@ def test_colour_is_per_channel_and_tensor_layout() -> None:
     assert np.allclose(out_t[0].numpy().transpose(1, 2, 0), out, atol=1e-9)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_planes_solved_in_threads_equal_the_batched_solve(threads: int) -> None:
+    """With several CPU threads the planes of a colour image (and of a batch) are solved in
+    threads of their own; in float64 every plane equals the one-call batched solve to rounding,
+    and the caller's thread setting is left as it was."""
+    sharp, k = _scene(40, 44, c=3, seed=2), _kernel()
+    blurred = torch.from_numpy(_blur(sharp, k).astype(np.float64).transpose(2, 0, 1).copy())
+    batch = torch.stack([blurred, blurred.flip(-1)])  # 2 images x 3 channels: 6 planes
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert deconv._plane_workers(batch.reshape(6, 40, 44), 6) == (1 if threads == 1
+                                                                      else min(6, 2 * threads))
+        out = deconv.hyper_laplacian(batch, torch.from_numpy(k))
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    for n in range(2):
+        for c in range(3):
+            plane = batch[n : n + 1, c : c + 1]
+            single = deconv.hyper_laplacian(plane, torch.from_numpy(k))
+            assert torch.allclose(out[n, c], single[0, 0], atol=1e-9), (n, c)
+    assert deconv._plane_workers(batch.reshape(6, 40, 44), 1) == 1  # the budget allows one
+
+
 @pytest.mark.parametrize("method", ["wiener", "hyperlaplacian"])
 def test_tiled_matches_untiled(method: str) -> None:
     sharp, k = _scene(150, 140, seed=3), _kernel()

@@ -333,7 +333,7 @@ def solve_kernel(y: Tensor, x: Tensor, mask: Tensor, size: int, *, ridge: float,
     dx_f = grid.f(torch.stack([ops.diff_h(x)[:-1, :], ops.diff_v(x)[:, :-1]]))
 
     def predict(k: Tensor) -> Tensor:
-        return grid.i(dx_f * grid.f(k).conj())[..., :hg, :wg]
+        return grid.i(dx_f * grid.f_small(k).conj())[..., :hg, :wg]
 
     k = torch.full((size, size), 1.0 / size**2, dtype=y.dtype)
     weight = inside
@@ -342,10 +342,12 @@ def solve_kernel(y: Tensor, x: Tensor, mask: Tensor, size: int, *, ridge: float,
             magnitude = (predict(k) - dy).square().sum(0).sqrt()
             scale = 2.5 * 1.4826 * float(magnitude[inside > 0].median()) + 1e-12
             weight = inside / (1 + (magnitude / scale).square())
-        rhs = grid.i(dx_f * grid.f(weight * dy).conj())[..., :size, :size].sum(0)
+        # both directions summed before the (linear) inverse transform
+        rhs = grid.i_corner((dx_f * grid.f(weight * dy).conj()).sum(0), (size, size))
 
         def normal(kk: Tensor, weight: Tensor = weight) -> Tensor:
-            return (grid.i(dx_f * grid.f(predict(kk) * weight).conj())[..., :size, :size].sum(0)
+            return (grid.i_corner((dx_f * grid.f(predict(kk) * weight).conj()).sum(0),
+                                  (size, size))
                     + ridge * kk)
 
         v = torch.ones(size, size, dtype=y.dtype) / size
