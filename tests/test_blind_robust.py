@@ -21,6 +21,7 @@ from deblurcli.optim.fast import (
     MAX_MISFIT,
     RESTART_KERNEL_THRESHOLD_PER_NOISE,
     FastConfig,
+    _EdgeObservations,
     _Grid,
     _luma_noise,
     _photo_kernel,
@@ -297,6 +298,68 @@ def test_the_pruned_transforms_equal_the_full_ones() -> None:
     corner = grid.i_corner(spectrum, (31, 23))
     assert corner.shape == (2, 31, 23)
     assert torch.allclose(corner, grid.i(spectrum)[..., :31, :23], atol=1e-10)
+
+@pytest.mark.parametrize(("shape", "ksize"), [((40, 50), (7, 9)), ((33, 41), (11, 5)),
+                                               ((30, 30), (1, 3))])
+def test_the_autocorrelation_kernel_step_is_exact_for_edges_inside_the_latent(
+        shape: tuple[int, int], ksize: tuple[int, int]) -> None:
+    """The two normal operators differ only by products of edges within a kernel's width of the
+    latent's border: with no edge there both k-steps solve the same system (solved to
+    convergence here)."""
+    gen = torch.Generator().manual_seed(2)
+    (h, w), (kh, kw) = shape, ksize
+    y = torch.rand(h, w, generator=gen, dtype=torch.float64)
+    observations = _EdgeObservations(y, ksize)
+    inside = torch.zeros(h + kh - 1, w + kw - 1, dtype=torch.float64)
+    inside[kh: h - 2, kw: w - 2] = torch.rand(h - kh - 2, w - kw - 2, generator=gen,
+                                              dtype=torch.float64)
+    k = torch.rand(kh, kw, generator=gen, dtype=torch.float64)
+    k /= k.sum()
+    settings = dict(grad_quantile=0.0, kernel_threshold=0.0, cg=200)
+    exact = observations.kernel_step(inside, k, FastConfig(kernel_normal="exact", **settings))
+    auto = FastConfig(kernel_normal="autocorrelation", **settings)
+    assert torch.allclose(observations.kernel_step(inside, k, auto), exact, atol=1e-10)
+
+
+def test_autocorrelation_kernel_steps_converge_to_the_exact_one_with_edges_at_the_border() -> None:
+    """With edges up to the latent's border one step differs from the exact one; repeated from
+    its own result (as the sweeps do) it converges to it: the blurred edges that fall outside
+    the observed differences are predicted, not fitted to zero."""
+    gen = torch.Generator().manual_seed(4)
+    h, w, kh, kw = 60, 70, 9, 11
+    latent = torch.nn.functional.avg_pool2d(
+        torch.rand(1, 1, h + kh + 1, w + kw + 1, generator=gen, dtype=torch.float64), 3, 1)[0, 0]
+    true = torch.rand(kh, kw, generator=gen, dtype=torch.float64) ** 4
+    true /= true.sum()
+    blurred = torch.nn.functional.conv2d(latent[None, None], true[None, None])[0, 0]
+    observations = _EdgeObservations(blurred, (kh, kw))
+    settings = dict(grad_quantile=0.0, kernel_threshold=0.0, cg=300, kernel_ridge=1e-6)
+    flat = torch.full((kh, kw), 1 / (kh * kw), dtype=torch.float64)
+    exact = observations.kernel_step(latent, flat, FastConfig(kernel_normal="exact", **settings))
+    assert float((exact - true).abs().sum()) < 1e-5
+    auto = FastConfig(kernel_normal="autocorrelation", **settings)
+    k = observations.kernel_step(latent, flat, auto)
+    assert float((k - exact).abs().sum()) > 0.1
+    for _ in range(14):
+        k = observations.kernel_step(latent, k, auto)
+    assert float((k - exact).abs().sum()) < 1e-3
+
+
+def test_a_masked_kernel_step_uses_the_exact_operator() -> None:
+    gen = torch.Generator().manual_seed(3)
+    y = torch.rand(36, 40, generator=gen)
+    observed = torch.ones_like(y)
+    observed[10:20, 5:15] = 0
+    observations = _EdgeObservations(y, (7, 7), observed)
+    latent = torch.rand(42, 46, generator=gen)
+    k = torch.full((7, 7), 1 / 49)
+    steps = [observations.kernel_step(latent, k, FastConfig(kernel_normal=normal,
+                                                             kernel_threshold=0.05))
+             for normal in ("exact", "autocorrelation")]
+    assert torch.equal(steps[0], steps[1])
+    with pytest.raises(BlindDeconvolutionError, match="kernel_normal"):
+        FastConfig(kernel_normal="circular")
+
 
 def test_refinement_sharpens_a_smeared_kernel_towards_the_streak() -> None:
     """From the true streak smeared by a Gaussian (what a smooth-latent estimate returns), the
