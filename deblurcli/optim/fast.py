@@ -138,11 +138,12 @@ class FastConfig:
     computed once per k-step, each iteration then a kernel-sized product, and the blurred edges
     that fall outside the crop predicted with the current kernel (one expectation-maximisation
     step, so that the sweeps converge to the exact normal equations). Eight FFTs per k-step
-    instead of about 120: on ``u030`` (0.5 MP) an attempt takes about half the time, and on
-    all 114 ``shake`` photos the mean is level (24.98 against 25.05 dB), but two photos end
-    more than 0.5 dB below their input (foreman −1.39, 253055 −1.16; docs/blind.md, session
-    12), so it is not the default. A fit with unobserved pixels (``mask_clipped``) and the
-    full-resolution refinement always use ``exact``."""
+    instead of about 120: on ``u030`` (0.5 MP, alternating runs) the estimate took 38–42 s
+    instead of 54–72 s and the attempt 72–75 s instead of 78–108 s. On all 114 ``shake``
+    photos the mean is level (24.98 against 25.05 dB), but two photos end more than 0.5 dB
+    below their input (foreman −1.39, 253055 −1.16) and ``b05.png`` is returned unchanged
+    (docs/blind.md, session 12), so it is not the default. A fit with unobserved pixels
+    (``mask_clipped``) and the full-resolution refinement always use ``exact``."""
     beta_max: float = 1e6
     """Upper bound of the estimated noise precision (1/σ_n²)."""
     refine_iters: int = 7
