@@ -299,6 +299,7 @@ def test_the_pruned_transforms_equal_the_full_ones() -> None:
     assert corner.shape == (2, 31, 23)
     assert torch.allclose(corner, grid.i(spectrum)[..., :31, :23], atol=1e-10)
 
+
 @pytest.mark.parametrize(("shape", "ksize"), [((40, 50), (7, 9)), ((33, 41), (11, 5)),
                                                ((30, 30), (1, 3))])
 def test_the_autocorrelation_kernel_step_is_exact_for_edges_inside_the_latent(

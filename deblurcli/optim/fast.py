@@ -918,8 +918,7 @@ class _EdgeObservations:
         auto = torch.fft.irfft2(g_f.real.square().sum(0) + g_f.imag.square().sum(0),
                                 s=lag.fft_shape)
         # lags -(kh-1)..kh-1 (rows) and -(kw-1)..kw-1 (columns), zero lag at (kh-1, kw-1)
-        rows = torch.cat([auto[-(kh - 1):], auto[:kh]]) if kh > 1 else auto[:1]
-        lags = torch.cat([rows[:, -(kw - 1):], rows[:, :kw]], dim=1) if kw > 1 else rows[:, :1]
+        lags = torch.roll(auto, (kh - 1, kw - 1), dims=(0, 1))[: 2 * kh - 1, : 2 * kw - 1]
         # Σ_v R(τ − v) k(v) is the full convolution of lags and k at τ + (kh-1, kw-1); a
         # transform of at least 2kh-1 × 2kw-1 keeps the wrapped tail off those entries
         small = (fast_fft_size(2 * kh - 1), fast_fft_size(2 * kw - 1))
