@@ -111,8 +111,10 @@ def test_the_values_under_a_clipped_block_barely_move_the_estimate() -> None:
     blurry[30:50, 60:90] = 1.0
     other = blurry.copy()
     other[36:44, 66:84] = np.float32(1.0) + np.arange(3, dtype=np.float32)  # still clipped
+    # every level variational (top_scale 1): no refinement here to carry the mask to full size
     cfg = FastConfig(kernel_size=(7, 7), outer=2, cg=3, crops=1, refine_iters=0, crop=0,
-                     noise_sigma=0.01, finish="none", photo_solve=False, prefilter=0.0)
+                     noise_sigma=0.01, finish="none", photo_solve=False, prefilter=0.0,
+                     top_scale=1.0)
 
     def change(c: FastConfig) -> float:
         one, two = fast_fit(blurry, c), fast_fit(other, c)

@@ -22,9 +22,13 @@ from deblurcli.optim.fast import (
     RESTART_KERNEL_THRESHOLD_PER_NOISE,
     FastConfig,
     _EdgeObservations,
+    _estimate,
+    _estimation_crop,
+    _fit_kernel,
     _Grid,
     _luma_noise,
     _photo_kernel,
+    _plan,
     _refine_kernel,
     auto_kernel_threshold,
     auto_refine_weight,
@@ -360,6 +364,80 @@ def test_a_masked_kernel_step_uses_the_exact_operator() -> None:
     assert torch.equal(steps[0], steps[1])
     with pytest.raises(BlindDeconvolutionError, match="kernel_normal"):
         FastConfig(kernel_normal="circular")
+
+
+def _blurred_luma_crop(length: int = 9, size: int = 13) -> tuple[torch.Tensor, np.ndarray]:
+    """A ``1×1×96×96`` crop of the example's luma blurred with a streak, and the streak."""
+    true = _line(length, size)
+    luma = _photo()[100:196, 200:296] @ LUMA_WEIGHTS
+    blurry = convolve(luma, true, boundary="reflect") + np.random.default_rng(4).normal(
+        0, 0.002, luma.shape)
+    return torch.from_numpy(blurry).float()[None, None], true
+
+
+def test_fit_kernel_pads_or_cuts_a_centred_kernel_to_the_size() -> None:
+    kernel = torch.from_numpy(_line(5, 7)).float()
+    padded = _fit_kernel(kernel, (11, 11))
+    assert padded.shape == (11, 11) and torch.equal(padded[2:9, 2:9], kernel)
+    cut = _fit_kernel(torch.from_numpy(_line(9, 11)).float(), (5, 5))
+    assert cut.shape == (5, 5) and float(cut.sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_estimate_stops_at_the_top_scale_and_returns_the_full_size() -> None:
+    y, _ = _blurred_luma_crop()
+    cfg = FastConfig(outer=3, cg=4, kernel_threshold=0.05)
+    plan = _plan(cfg, (96, 96), (19, 19))
+    assert plan[-1][0] == 1.0 and len(plan) >= 3
+    full, full_levels = _estimate(y, plan, cfg, "pixels", torch.device("cpu"), 0, None)
+    top, top_levels = _estimate(y, plan, cfg, "pixels", torch.device("cpu"), 0, None,
+                                top_scale=0.75)
+    assert full.shape == top.shape == (19, 19)
+    assert float(top.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert [lv["scale"] for lv in top_levels] == [lv["scale"] for lv in full_levels[:-1]]
+    assert max(lv["scale"] for lv in top_levels) < 0.75
+    for bad in (0.0, 1.5):
+        with pytest.raises(BlindDeconvolutionError, match="top_scale"):
+            FastConfig(top_scale=bad)
+
+
+def test_an_estimate_started_from_a_coarse_kernel_skips_the_levels_up_to_its_scale() -> None:
+    y, _ = _blurred_luma_crop()
+    cfg = FastConfig(outer=3, cg=4, kernel_threshold=0.05)
+    plan = _plan(cfg, (96, 96), (19, 19))
+    coarse, _ = _estimate(y, [lv for lv in plan if lv[0] <= 0.5 + 1e-9], cfg, "pixels",
+                          torch.device("cpu"), 0, None)
+    steps: list[int] = []
+    kernel, levels = _estimate(y, plan, cfg, "pixels", torch.device("cpu"), 0,
+                               lambda info: steps.append(info.level), start=(0.5, coarse))
+    assert [lv["scale"] for lv in levels] == [round(lv[0], 4) for lv in plan if lv[0] > 0.5 + 1e-9]
+    assert kernel.shape == (19, 19) and float(kernel.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert len(steps) == len(levels) * cfg.outer
+    # a start at or above the plan's last scale leaves the plan as it was
+    again, same_levels = _estimate(y, plan, cfg, "pixels", torch.device("cpu"), 0, None,
+                                   start=(1.0, coarse))
+    assert len(same_levels) == len(plan)
+
+
+def test_the_size_probe_hands_its_coarse_kernels_to_the_estimate() -> None:
+    rng = np.random.default_rng(6)
+    photo = convolve(_photo()[:160, :224], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    luma = photo @ LUMA_WEIGHTS
+    # crops of 128 px: the probe's and the estimate's kernels both fit, so both take one box
+    cfg = FastConfig(max_kernel=15, outer=3, cg=4, crop=128, crops=2, size_probe_crops=2)
+    starts: dict = {}
+    probe_kernel_size(luma, cfg, starts=starts)
+    boxes = [_estimation_crop(luma, cfg, (15, 15), 0.0, torch.device("cpu"), r)[0]
+             for r in range(2)]
+    assert sorted(starts) == sorted(boxes)
+    for scale, kernel in starts.values():
+        assert scale == pytest.approx(cfg.size_probe_scale) and kernel.shape[0] % 2 == 1
+    # the estimate starts there: its crops run only the levels above the probe's scale
+    reused = fast_fit(photo, replace(cfg, reuse_probe=True))
+    plain = fast_fit(photo, replace(cfg, reuse_probe=False))
+    assert reused.kernel_size == plain.kernel_size  # the probe itself is the same
+    assert min(lv["scale"] for lv in reused.levels) > cfg.size_probe_scale
+    assert min(lv["scale"] for lv in plain.levels) < cfg.size_probe_scale
 
 
 def test_refinement_sharpens_a_smeared_kernel_towards_the_streak() -> None:

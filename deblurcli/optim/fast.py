@@ -9,8 +9,10 @@ form, Gaussian kernel prior — and changes how it is solved:
 1. **Kernel estimation on the most informative crop**: the luma window (at most ``crop`` px per
    side) with the most edge energy, clipped highlights and shadows excluded.
 2. **Coarse-to-fine**: crop and kernel are downscaled by ``ratio`` per level, from a kernel of
-   about ``min_kernel`` px up to full size; each level starts from the previous kernel, which is
-   re-centred between levels.
+   about ``min_kernel`` px up to ``top_scale`` (all but the full-resolution level); each level
+   starts from the previous kernel, which is re-centred between levels. The automatic kernel
+   size comes from the same sweeps on the coarse levels (:func:`probe_kernel_size`), and the
+   estimate starts from the probe's kernel where the probe stopped (``reuse_probe``).
 3. **q(x) per pixel instead of a generator** (``image_model="pixels"``, the default for
    vdip-sparse and its σ ≡ 0 ablation dip-sparse): every sweep updates μ (preconditioned
    conjugate gradients on the Gaussian bound), σ² (diagonal of the posterior precision), ξ, the
@@ -19,10 +21,10 @@ form, Gaussian kernel prior — and changes how it is solved:
    16-channel generator fitted by Adam barely moved the kernel within a CPU budget of minutes;
    it remains available (``image_model="generator"``, the default for dip and the other
    variants, with free kernel logits, early stopping, FFT blur and bf16 on CUDA).
-4. **Refinement at full resolution** (``refine_iters``, pixel model): the kernel step is
-   repeated against the MAP latent of the hyper-Laplacian solver instead of the variational
-   mean, whose smoothness leaves the kernel a blob; the latent's prior weight falls over the
-   alternations (``refine_start``).
+4. **Refinement at full resolution** (``refine_iters``, pixel model): the kernel, resampled
+   to full size, goes through the kernel step against the MAP latent of the hyper-Laplacian
+   solver instead of the variational mean, whose smoothness leaves the kernel a blob; the
+   latent's prior weight falls over the alternations (``refine_start``).
 5. **The kernel measured again on the photo** (``photo_solve``): non-negative least squares on
    the gradients over the photo's centre, against its luma restored with the estimated kernel
    at a weaker prior (a sharper latent).
@@ -96,6 +98,15 @@ class FastConfig:
     size_probe_scale: float = 0.5
     """The automatic size runs the coarse-to-fine estimate on a ``max_kernel`` canvas up to
     this scale and measures the extent of the kernel found there."""
+    reuse_probe: bool = True
+    """An estimate on a crop the size probe already ran on starts from the probe's kernel at the
+    probe's last scale (``size_probe_scale``), cut to the estimate's kernel size, instead of
+    running those coarse levels again. The probe's levels are the same coarse-to-fine sweeps on
+    the same pixels, with room for a larger kernel. With ``top_scale`` = 0.75 and
+    ``refine_iters`` = 12 (all three since 2026-12-06, session 13; docs/blind.md): on the 114
+    ``shake`` photos 25.07 / 0.6723 against 25.05 / 0.6673 before, 37.7 s per single-attempt
+    photo against 52.7, the worst photo 0.501 dB below its input (foreman; 0.32 before); one
+    attempt of ``u030`` (0.5 MP) 57.3 and 74.0 s against 100.0 and 108.5 s (alternating)."""
     size_probe_crops: int = 2
     """The size probe runs on this many informative crops and keeps the smallest extent: a
     coarse estimate on noise sometimes grows a spurious trail (on 11 ``shake`` photos one crop
@@ -118,6 +129,13 @@ class FastConfig:
     """Scale factor between pyramid levels."""
     min_kernel: int = 5
     """Kernel side at the coarsest level (about)."""
+    top_scale: float = 0.75
+    """The variational sweeps run on the pyramid levels up to this scale (pixel image model); a
+    kernel estimated below full resolution is resampled to the full kernel size, and the
+    full-resolution refinement (``refine_iters``) takes it from there. 1: every level (the
+    default until 2026-12-06); 0.75: all but the full-resolution one, whose 30 sweeps on the
+    largest grid were half the estimate's time. Measured with ``refine_iters`` = 12 and
+    ``reuse_probe``, see ``reuse_probe``."""
     # --- pixels (variational coordinate updates) ---
     alpha: float = 0.5
     """Weight of the log-sparse gradient prior, ρ(s) = α·log|s| (ξ = α / E[s²])."""
@@ -146,20 +164,25 @@ class FastConfig:
     (``mask_clipped``) and the full-resolution refinement always use ``exact``."""
     beta_max: float = 1e6
     """Upper bound of the estimated noise precision (1/σ_n²)."""
-    refine_iters: int = 7
+    refine_iters: int = 12
     """Alternations of a full-resolution refinement of the chosen kernel on the most
     informative crop: the latent image from the hyper-Laplacian non-blind solver with the
     current kernel (weight falling to ``refine_weight``, see ``refine_start``), then the kernel
     step on its strongest edges. The variational mean μ is a smooth latent, and a kernel fitted
     to it stays a blob; the MAP latent has the steep edges that pin down a trajectory. Pixel
-    image model only; 0: off. See docs/blind.md."""
+    image model only; 0: off. 7 until 2026-12-06, when the variational sweeps stopped below
+    full resolution (``top_scale``): the refinement is now the estimate's only full-resolution
+    stage (on four ``shake`` photos 7 alternations then left 102061, 106024, 108005 and 12084
+    0.3–0.5 dB below the full estimate, and 12 left them 0.1 below to 2.7 dB above it). See
+    docs/blind.md."""
     refine_weight: float = -1.0
     """Prior weight of the refinement's latent image at the last alternation; negative:
     ``5·σ²`` of the photo's noise σ (per channel), at least ``REFINE_MIN_WEIGHT`` (5e-4 at
     σ = 0.01)."""
     refine_start: float = 64.0
     """The first alternation's latent weight is this multiple of ``refine_weight``; it falls
-    geometrically to ``refine_weight`` at the last (halving each time at the defaults). A strong
+    geometrically to ``refine_weight`` at the last (by 64^(1/11) ≈ 1.46× per alternation at the
+    defaults; halving over the 7 alternations before 2026-12-06). A strong
     prior first keeps only the main edges, which fix the trajectory's overall shape; weaker ones
     then resolve its detail. 1: a constant weight. Against a constant weight (five alternations)
     on ``shake`` photos 1–24, 41–64 and the first 20 of 65–114: 23.44 → 23.86, 23.11 → 23.37
@@ -316,6 +339,8 @@ class FastConfig:
             raise BlindDeconvolutionError(f"kernel size must be odd ≥ 3, got {self.kernel_size}")
         if not math.isfinite(self.refine_support):
             raise BlindDeconvolutionError("refine_support must be a finite number")
+        if not 0 < self.top_scale <= 1:
+            raise BlindDeconvolutionError(f"top_scale must be within (0, 1], got {self.top_scale}")
         if not self.refine_start > 0:
             raise BlindDeconvolutionError(f"refine_start must be > 0, got {self.refine_start}")
         if self.kernel_normal not in ("exact", "autocorrelation"):
@@ -572,7 +597,8 @@ def observed_mask(pixels: np.ndarray, prefilter: float = 0.0) -> np.ndarray | No
 
 def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0.0,
                       noise: float = 0.0, device: torch.device | None = None, rank: int = 0,
-                      workers: int = 1, observed: np.ndarray | None = None
+                      workers: int = 1, observed: np.ndarray | None = None,
+                      starts: dict[tuple[int, int, int, int], tuple[float, Tensor]] | None = None
                       ) -> tuple[tuple[int, int], dict[str, object]]:
     """Estimate the blur's extent and choose the kernel size from it.
 
@@ -592,6 +618,9 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
         rank: The first informative crop (0: the best); the others follow it in rank.
         workers: Crops estimated at the same time (each with ``cfg.estimation_threads``).
         observed: :func:`observed_mask` of the photo, or None.
+        starts: When given, filled with each probed crop's box ``(top, left, h, w)`` →
+            ``(scale, kernel)``: the kernel found at the probe's last scale (convolution
+            orientation, the canvas at that scale), for :attr:`FastConfig.reuse_probe`.
 
     Returns:
         ``((size, size), details)`` with the canvas, probe scale and measured extents.
@@ -602,21 +631,25 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
     probe_cfg = replace(cfg, kernel_size=(canvas, canvas), kernel_margin=0, variants=(),
                         refine_iters=0)
 
-    def measure(crop_rank: int, on_step: StepCallback | None) -> tuple[float, float]:
-        """The blur extent (full-resolution px) in one crop, and the scale it was measured at."""
-        _, y, mask = _estimation_crop(luma, probe_cfg, (canvas, canvas), prefilter, dev,
-                                      crop_rank, observed)
+    def measure(crop_rank: int, on_step: StepCallback | None
+                ) -> tuple[float, float, tuple[int, int, int, int], Tensor]:
+        """The blur extent (full-resolution px) in one crop, the scale it was measured at, the
+        crop's box and the kernel found there."""
+        box, y, mask = _estimation_crop(luma, probe_cfg, (canvas, canvas), prefilter, dev,
+                                        crop_rank, observed)
         plan = _plan(probe_cfg, tuple(y.shape[-2:]), (canvas, canvas))  # type: ignore[arg-type]
         plan = [lv for lv in plan if lv[0] <= cfg.size_probe_scale + 1e-9] or plan[:1]
         kernel, _ = _estimate(y, plan, probe_cfg, probe_cfg.resolved_image_model, dev, 0,
                               on_step, noise, mask)
-        return (kernel_extent(kernel) - 1.0) / plan[-1][0] + 1.0, plan[-1][0]
+        return (kernel_extent(kernel) - 1.0) / plan[-1][0] + 1.0, plan[-1][0], box, kernel
 
     ranks = range(rank, rank + max(1, cfg.size_probe_crops))
     measured = _run_jobs([lambda cb, r=r: measure(r, cb) for r in ranks], workers,
                          cfg.estimation_threads)
-    extents = [e for e, _ in measured]
+    extents = [e for e, *_ in measured]
     extent, scale = min(extents), measured[-1][1]
+    if starts is not None:
+        starts.update({box: (s, kernel) for _, s, box, kernel in measured})
     largest = min(canvas + cfg.kernel_margin, min(luma.shape) // 2 - cfg.kernel_margin)
     largest = max(3, largest - (1 - largest % 2))
     size = min(largest, max(11, ops.odd(cfg.size_factor * extent + 5)))
@@ -1116,11 +1149,14 @@ def fast_fit(
         torch.set_num_threads(min(threads, cfg.estimation_threads))
     workers = _crop_workers(cfg, dev, threads)
     observed = observed_mask(pixels, prefilter) if cfg.mask_clipped else None
+    # the probe's coarse kernel per crop box, where the estimate may start (reuse_probe)
+    starts: dict[tuple[int, int, int, int], tuple[float, Tensor]] = {}
     try:
         if cfg.kernel_size is None:
             size, size_probe = probe_kernel_size(luma, cfg, prefilter=prefilter,
                                                  noise=held_noise, device=dev, rank=rank,
-                                                 workers=workers, observed=observed)
+                                                 workers=workers, observed=observed,
+                                                 starts=starts if cfg.reuse_probe else None)
             cfg = replace(cfg, kernel_size=size)
         assert cfg.kernel_size is not None
         kh, kw = (s + cfg.kernel_margin for s in cfg.kernel_size)
@@ -1132,14 +1168,15 @@ def fast_fit(
 
         def other_crop(rank: int, check: StepCallback | None
                        ) -> tuple[Tensor, list[dict[str, object]]]:
-            _, y_other, mask_other = _estimation_crop(luma, cfg, (kh, kw), prefilter, dev, rank,
-                                                      observed)
+            other_box, y_other, mask_other = _estimation_crop(luma, cfg, (kh, kw), prefilter, dev,
+                                                              rank, observed)
             other_plan = _plan(cfg, tuple(y_other.shape[-2:]), (kh, kw))  # type: ignore[arg-type]
             return _estimate(y_other, other_plan, cfg, model, dev, seed, check, held_noise,
-                             mask_other)
+                             mask_other, top_scale=cfg.top_scale, start=starts.get(other_box))
 
         jobs = [lambda report: _estimate(y_full, plan, cfg, model, dev, seed, report, held_noise,
-                                         mask_full)]
+                                         mask_full, top_scale=cfg.top_scale,
+                                         start=starts.get(box))]
         jobs += [lambda check, r=rank * cfg.crops + j: other_crop(r, check)
                  for j in range(1, cfg.crops)]
         (kernel, levels), *rest = _run_jobs(jobs, workers, cfg.estimation_threads, on_step)
@@ -1575,6 +1612,17 @@ def _crop_kernel(kernel: Tensor, size: tuple[int, int]) -> tuple[Tensor, float]:
     return inner / total, spill
 
 
+def _fit_kernel(kernel: Tensor, size: tuple[int, int]) -> Tensor:
+    """A centred odd kernel zero-padded or cropped (renormalised) to the odd ``size``.
+
+    Shape:
+        - kernel: :math:`(h, w)`; output: ``size``
+    """
+    pad_h, pad_w = max(0, size[0] - kernel.shape[0]) // 2, max(0, size[1] - kernel.shape[1]) // 2
+    kernel = F.pad(kernel, (pad_w, pad_w, pad_h, pad_h))
+    return _crop_kernel(kernel, size)[0]
+
+
 def _vote(kernel: Tensor, levels: list[dict[str, object]], y_full: Tensor, shape: tuple[int, int],
           cfg: FastConfig, dev: torch.device, seed: int,
           on_step: Callable[[LevelInfo], None] | None, noise: float = 0.0,
@@ -1588,7 +1636,7 @@ def _vote(kernel: Tensor, levels: list[dict[str, object]], y_full: Tensor, shape
         ksz = tuple(s + vcfg.kernel_margin for s in vcfg.kernel_size)
         plan = _plan(vcfg, shape, ksz)  # type: ignore[arg-type]
         k, lv = _estimate(y_full, plan, vcfg, vcfg.resolved_image_model, dev, seed, on_step,
-                          noise, observed)
+                          noise, observed, top_scale=vcfg.top_scale)
         kernels.append(k)
         stats.append(lv)
     arrays = [k.double().cpu().numpy() for k in kernels]
@@ -1699,8 +1747,17 @@ def _refine_kernel(y: Tensor, kernel: Tensor, cfg: FastConfig, weight: float,
 def _estimate(y_full: Tensor, plan: list[tuple[float, tuple[int, int], tuple[int, int]]],
               cfg: FastConfig, model: str, dev: torch.device, seed: int,
               on_step: Callable[[LevelInfo], None] | None, noise: float = 0.0,
-              observed: Tensor | None = None) -> tuple[Tensor, list[dict[str, object]]]:
+              observed: Tensor | None = None, top_scale: float = 1.0,
+              start: tuple[float, Tensor] | None = None
+              ) -> tuple[Tensor, list[dict[str, object]]]:
     """Coarse-to-fine kernel estimate (convolution orientation) and per-level statistics.
+
+    With the pixel image model only the levels up to ``top_scale`` run (at least the coarsest);
+    the kernel is then resampled to the last level's size of ``plan``. ``start`` =
+    ``(scale, kernel)``, a kernel already estimated on these pixels at that scale (convolution
+    orientation, any odd size): the levels up to that scale are skipped and the next one starts
+    from it, centred and cut or padded to the plan's kernel size at that scale (pixel image
+    model only).
 
     ``observed`` (``1×1×H×W`` 0/1 like ``y_full``, or None): the pixels the pixel model fits;
     on each level a pixel counts only when every full-resolution pixel it is resized from does.
@@ -1708,6 +1765,15 @@ def _estimate(y_full: Tensor, plan: list[tuple[float, tuple[int, int], tuple[int
     kernel: Tensor | None = None  # convolution orientation between levels
     estimate: Tensor | None = None
     levels: list[dict[str, object]] = []
+    full_ksize = plan[-1][2]
+    if model == "pixels":
+        plan = [level for level in plan if level[0] <= top_scale + 1e-9] or plan[:1]
+    if start is not None and model == "pixels" and plan[-1][0] > start[0] + 1e-9:
+        start_scale, start_kernel = start
+        kh, kw = full_ksize
+        kernel = _fit_kernel(ops.center_kernel(start_kernel)[0],
+                             (ops.odd(kh * start_scale), ops.odd(kw * start_scale)))
+        plan = [level for level in plan if level[0] > start_scale + 1e-9]
     for i, (scale, isz, ksz) in enumerate(plan):
         y = _resize(y_full, isz)
         t0 = time.perf_counter()
@@ -1745,5 +1811,7 @@ def _estimate(y_full: Tensor, plan: list[tuple[float, tuple[int, int], tuple[int
             "steps": n_steps, "seconds": round(time.perf_counter() - t0, 2),
         })
     assert kernel is not None
+    if tuple(kernel.shape) != tuple(full_ksize):
+        kernel = ops.center_kernel(ops.resize_kernel(kernel, full_ksize))[0]
     return kernel, levels
 
