@@ -638,7 +638,7 @@ def probe_kernel_size(luma: np.ndarray, cfg: FastConfig, *, prefilter: float = 0
         box, y, mask = _estimation_crop(luma, probe_cfg, (canvas, canvas), prefilter, dev,
                                         crop_rank, observed)
         plan = _plan(probe_cfg, tuple(y.shape[-2:]), (canvas, canvas))  # type: ignore[arg-type]
-        plan = [lv for lv in plan if lv[0] <= cfg.size_probe_scale + 1e-9] or plan[:1]
+        plan = _levels_up_to(plan, cfg.size_probe_scale)
         kernel, _ = _estimate(y, plan, probe_cfg, probe_cfg.resolved_image_model, dev, 0,
                               on_step, noise, mask)
         return (kernel_extent(kernel) - 1.0) / plan[-1][0] + 1.0, plan[-1][0], box, kernel
@@ -787,6 +787,12 @@ def _plan(cfg: FastConfig, shape: tuple[int, int], ksize: tuple[int, int]
         isz = (max(16, round(shape[0] * s)), max(16, round(shape[1] * s)))
         plan.append((s, isz, ksz))
     return plan
+
+
+def _levels_up_to(plan: list[tuple[float, tuple[int, int], tuple[int, int]]], scale: float
+                  ) -> list[tuple[float, tuple[int, int], tuple[int, int]]]:
+    """The levels of ``plan`` (see :func:`_plan`) at or below ``scale``; at least the coarsest."""
+    return [level for level in plan if level[0] <= scale + 1e-9] or plan[:1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1767,7 +1773,7 @@ def _estimate(y_full: Tensor, plan: list[tuple[float, tuple[int, int], tuple[int
     levels: list[dict[str, object]] = []
     full_ksize = plan[-1][2]
     if model == "pixels":
-        plan = [level for level in plan if level[0] <= top_scale + 1e-9] or plan[:1]
+        plan = _levels_up_to(plan, top_scale)
     if start is not None and model == "pixels" and plan[-1][0] > start[0] + 1e-9:
         start_scale, start_kernel = start
         kh, kw = full_ksize
