@@ -158,6 +158,41 @@ def test_the_kernel_choice_keeps_the_kernel_that_explains_the_photo() -> None:
     assert chosen == 1 and restored.shape == (100, 100, 3)
 
 
+def test_the_kernel_choice_compares_luma_when_the_refinement_follows(monkeypatch) -> None:
+    """The refinement replaces the chosen kernel and its restoration, so ``fast_fit`` then
+    compares the candidates on luma (at the luma's noise); without it, on the colour photo,
+    whose restoration is kept. On luma the right kernel still wins."""
+    import deblurcli.optim.fast as fast_module
+
+    rng = np.random.default_rng(5)
+    sharp = 0.1 + 0.8 * np.kron(rng.random((12, 12, 3)), np.ones((12, 12, 1)))
+    kernel = _line(15, 21)
+    blurry = (convolve(sharp, kernel) + rng.normal(0.0, 0.01, sharp.shape)).astype(np.float32)
+    luma = (blurry @ LUMA_WEIGHTS)[..., None]
+    wrong = torch.from_numpy(_line(15, 21, angle=0.3 + np.pi / 2)).float()
+    right = torch.from_numpy(kernel).float()
+    chosen, misfits, restored = choose_kernel(luma, [wrong, right], _luma_noise(0.01, 3),
+                                              "hyperlaplacian", {"weight": 1e-3})
+    assert chosen == 1 and misfits[0] > 2 * misfits[1] and restored.shape == luma.shape
+
+    seen: list[tuple[int, float]] = []
+    real = fast_module.choose_kernel
+
+    def recording(pixels, kernels, sigma, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((pixels.shape[2], sigma))
+        return real(pixels, kernels, sigma, *args, **kwargs)
+
+    monkeypatch.setattr(fast_module, "choose_kernel", recording)
+    photo = np.clip(convolve(_photo()[:160, :224], _line(7, 9), boundary="reflect")
+                    + rng.normal(0, 0.005, (160, 224, 3)), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=2, cg=3, crop=96, crops=2, noise_sigma=0.005,
+                     finish="none", photo_solve=False)
+    for refine_iters, expected in ((2, (1, _luma_noise(0.005, 3))), (0, (3, 0.005))):
+        seen.clear()
+        fast_fit(photo, replace(cfg, refine_iters=refine_iters))
+        assert seen == [expected]
+
+
 def test_a_sharp_photo_is_returned_unchanged_and_flagged() -> None:
     rng = np.random.default_rng(2)
     blocks = np.kron(rng.random((10, 10, 3)), np.ones((16, 16, 1)))  # crisp edges, no blur
@@ -412,10 +447,17 @@ def test_an_estimate_started_from_a_coarse_kernel_skips_the_levels_up_to_its_sca
     assert [lv["scale"] for lv in levels] == [round(lv[0], 4) for lv in plan if lv[0] > 0.5 + 1e-9]
     assert kernel.shape == (19, 19) and float(kernel.sum()) == pytest.approx(1.0, abs=1e-5)
     assert len(steps) == len(levels) * cfg.outer
-    # a start at or above the plan's last scale leaves the plan as it was
-    again, same_levels = _estimate(y, plan, cfg, "pixels", torch.device("cpu"), 0, None,
-                                   start=(1.0, coarse))
-    assert len(same_levels) == len(plan)
+    # a start that reaches the top scale is the estimate itself, resampled: no level runs
+    steps.clear()
+    again, no_levels = _estimate(y, plan, cfg, "pixels", torch.device("cpu"), 0,
+                                 lambda info: steps.append(info.level), top_scale=0.5,
+                                 start=(0.5, coarse))
+    assert no_levels == [] and steps == []
+    assert again.shape == (19, 19) and float(again.sum()) == pytest.approx(1.0, abs=1e-5)
+    expected = ops.center_kernel(ops.resize_kernel(_fit_kernel(ops.center_kernel(coarse)[0],
+                                                               (ops.odd(19 * 0.5),) * 2),
+                                                   (19, 19)))[0]
+    assert torch.allclose(again, expected)
 
 
 def test_the_size_probe_hands_its_coarse_kernels_to_the_estimate() -> None:

@@ -919,13 +919,15 @@ class _EdgeObservations:
         if variance is not None:
             var = cfg.variance_weight * grid.i(grid.f(variance) * self.counted_f.conj())[
                 ..., :kh, :kw].sum(0)
-        rhs = grid.i(g_f * self.y_gf.conj())[..., :kh, :kw].sum(0)
+        rhs = grid.i_corner((g_f * self.y_gf.conj()).sum(0), (kh, kw))
 
         def normal(kk: Tensor) -> Tensor:
-            ak = grid.i(g_f * grid.f(kk).conj())[..., : self.hg, : self.wg]
+            # the kernel's transform runs on its rows only, and the two directions are summed
+            # before the one inverse transform of the small corner that is kept
+            ak = grid.i(g_f * grid.f_small(kk).conj())[..., : self.hg, : self.wg]
             if self.observed_g is not None:
                 ak = ak * self.observed_g
-            back = grid.i(g_f * grid.f(ak).conj())[..., :kh, :kw].sum(0)
+            back = grid.i_corner((g_f * grid.f(ak).conj()).sum(0), (kh, kw))
             return back + var * kk + cfg.kernel_ridge * kk
 
         energy = float(g.square().sum()) * self.hg * self.wg / (grid.shape[0] * grid.shape[1])
@@ -1010,8 +1012,8 @@ def _vb_level(y: Tensor, k: Tensor, cfg: FastConfig, *, with_sigma: bool,
         n_obs = max(1, int(observed.sum()))
     obs = _EdgeObservations(y, (kh, kw), observed)
     for sweep in range(cfg.outer):
-        k_f = grid.f(k)
-        diag_a = grid.i(counted_f * grid.f(k * k)).clamp_min(0)
+        k_f = grid.f_small(k)
+        diag_a = grid.i(counted_f * grid.f_small(k * k)).clamp_min(0)
         e_h = ops.diff_h(mu).square() + s2[:, 1:] + s2[:, :-1]
         e_v = ops.diff_v(mu).square() + s2[1:, :] + s2[:-1, :]
         xi_h = cfg.alpha / (e_h.clamp_max(1.0) + 1e-8)
@@ -1033,7 +1035,7 @@ def _vb_level(y: Tensor, k: Tensor, cfg: FastConfig, *, with_sigma: bool,
         residual = grid.i(grid.f(mu) * k_f.conj())[:ho, :wo] - y
         if observed is not None:
             residual = residual * observed
-        spread = grid.i(grid.f(s2) * counted_f.conj())[:kh, :kw]
+        spread = grid.i_corner(grid.f(s2) * counted_f.conj(), (kh, kw))
         misfit = float(residual.square().sum() + (spread * k * k).sum())
         if noise <= 0:
             beta = min(n_obs / max(misfit, 1e-12), cfg.beta_max)
@@ -1200,15 +1202,21 @@ def fast_fit(
     # centred and cut to the requested size: (kernel, mass cut off) per crop
     candidates = [_crop_kernel(ops.center_kernel(k)[0], cfg.kernel_size) for k in (kernel, *others)]
     chosen, crop_misfits, image = 0, (), None
+    refining = cfg.refine_iters > 0 and model == "pixels"
     if cfg.kernel_choice == "misfit" and others:
+        # the refinement replaces the chosen kernel, and with it the choice's restoration: the
+        # choice then compares luma restorations only (a third of the work; the misfit is
+        # measured on luma either way)
+        compared, compared_sigma = ((luma[..., None], _luma_noise(sigma, pixels.shape[2]))
+                                    if refining else (pixels, sigma))
         chosen, crop_misfits, region = choose_kernel(
-            pixels, [k for k, _ in candidates], sigma, cfg.nonblind, params,
+            compared, [k for k, _ in candidates], compared_sigma, cfg.nonblind, params,
             side=cfg.choice_side, device=dev)
         if region.shape == pixels.shape:  # the whole photo was compared: its solve is the result
             image = region
     kernel, spill = candidates[chosen]
     refine_seconds = 0.0
-    if cfg.refine_iters > 0 and model == "pixels":
+    if refining:
         t0 = time.perf_counter()
         kernel = _refine_kernel(y_full[0, 0], kernel.to(y_full), cfg, cfg.refine_weight,
                                 None if mask_full is None else mask_full[0, 0])
@@ -1763,7 +1771,8 @@ def _estimate(y_full: Tensor, plan: list[tuple[float, tuple[int, int], tuple[int
     ``(scale, kernel)``, a kernel already estimated on these pixels at that scale (convolution
     orientation, any odd size): the levels up to that scale are skipped and the next one starts
     from it, centred and cut or padded to the plan's kernel size at that scale (pixel image
-    model only).
+    model only). When no level is left (the start's scale reaches ``top_scale``), that kernel,
+    resampled, is the estimate.
 
     ``observed`` (``1×1×H×W`` 0/1 like ``y_full``, or None): the pixels the pixel model fits;
     on each level a pixel counts only when every full-resolution pixel it is resized from does.
@@ -1774,7 +1783,7 @@ def _estimate(y_full: Tensor, plan: list[tuple[float, tuple[int, int], tuple[int
     full_ksize = plan[-1][2]
     if model == "pixels":
         plan = _levels_up_to(plan, top_scale)
-    if start is not None and model == "pixels" and plan[-1][0] > start[0] + 1e-9:
+    if start is not None and model == "pixels":
         start_scale, start_kernel = start
         kh, kw = full_ksize
         kernel = _fit_kernel(ops.center_kernel(start_kernel)[0],
