@@ -1212,15 +1212,14 @@ def fast_fit(
         chosen, crop_misfits, region = choose_kernel(
             compared, [k for k, _ in candidates], compared_sigma, cfg.nonblind, params,
             side=cfg.choice_side, device=dev)
-        if region.shape == pixels.shape:  # the whole photo was compared: its solve is the result
-            image = region
+        if not refining and region.shape == pixels.shape:
+            image = region  # the whole photo was compared: its solve is the result
     kernel, spill = candidates[chosen]
     refine_seconds = 0.0
     if refining:
         t0 = time.perf_counter()
         kernel = _refine_kernel(y_full[0, 0], kernel.to(y_full), cfg, cfg.refine_weight,
                                 None if mask_full is None else mask_full[0, 0])
-        image = None  # the choice's restoration used the unrefined kernel
         refine_seconds = time.perf_counter() - t0
     if spill > SPILL_WARNING:
         warnings.append(
