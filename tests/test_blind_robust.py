@@ -509,12 +509,107 @@ def test_fast_fit_refines_the_chosen_kernel_and_reports_it() -> None:
     rng = np.random.default_rng(3)
     photo = convolve(_photo()[:128, :128], _line(7, 9), boundary="reflect")
     photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
-    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=2)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=2,
+                     keep_unrefined=False)
     refined, plain = fast_fit(photo, cfg), fast_fit(photo, replace(cfg, refine_iters=0))
     assert refined.refine_seconds > 0 and plain.refine_seconds == 0
+    assert refined.refined and not plain.refined and refined.ending_misfits == ()
     assert refined.kernel.shape == plain.kernel.shape == (9, 9)
     assert refined.kernel.sum() == pytest.approx(1.0) and not np.array_equal(refined.kernel,
                                                                               plain.kernel)
+
+
+def test_fast_fit_keeps_the_unrefined_kernel_when_it_explains_the_photo_better() -> None:
+    """``keep_unrefined``: the kernel before and after the refinement are both carried to the
+    end, and the returned result is the ending with the lower reblur misfit; its misfit and
+    kernel are that ending's, and the other ending's misfit is reported beside it."""
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:128, :128], _line(7, 9), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(9, 9), outer=3, cg=4, crops=1, refine_iters=2, finish="none",
+                     keep_unrefined=True)
+    both = fast_fit(photo, cfg)
+    only_refined = fast_fit(photo, replace(cfg, keep_unrefined=False))
+    only_unrefined = fast_fit(photo, replace(cfg, refine_iters=0))
+    assert len(both.ending_misfits) == 2 and not both.collapse
+    refined_misfit, unrefined_misfit = both.ending_misfits
+    assert refined_misfit == pytest.approx(only_refined.misfit)
+    assert both.misfit == min(both.ending_misfits)
+    winner = only_refined if refined_misfit <= unrefined_misfit else only_unrefined
+    assert both.refined == (winner is only_refined)
+    np.testing.assert_array_equal(both.kernel, winner.kernel)
+
+
+def test_fast_fit_returns_the_sound_ending_with_the_lower_misfit(monkeypatch) -> None:
+    """The choice between the refined (first) and unrefined ending skips degenerate endings;
+    when both are degenerate the refined one's finding is reported and the photo comes back
+    unchanged."""
+    import deblurcli.optim.fast as fast_module
+    from deblurcli.optim.fast import _Ending
+
+    photo = np.clip(convolve(_photo()[:96, :96], _line(5, 7), boundary="reflect"), 0, 1
+                    ).astype(np.float32)
+    cfg = FastConfig(kernel_size=(7, 7), outer=2, cg=3, crops=1, refine_iters=1, finish="none",
+                     register=False, keep_unrefined=True)
+
+    def run(outcomes: list[tuple[float, tuple[str, ...]]]):  # type: ignore[no-untyped-def]
+        queue = list(outcomes)
+
+        def fake(pixels, luma, kernel, *args, **kwargs):  # type: ignore[no-untyped-def]
+            misfit, collapse = queue.pop(0)
+            image = pixels.copy() if collapse else np.full_like(pixels, misfit / 10)
+            return _Ending(kernel, image, misfit, 2.0, collapse, "why" if collapse else "")
+
+        monkeypatch.setattr(fast_module, "_ending", fake)
+        result = fast_fit(photo, cfg)
+        assert not queue  # both endings ran
+        return result
+
+    result = run([(1.2, ()), (1.0, ())])
+    assert not result.refined and result.misfit == 1.0 and result.ending_misfits == (1.2, 1.0)
+    assert np.all(result.image == np.float32(0.1))
+    result = run([(1.2, ()), (0.9, ("kernel-misfit",))])
+    assert result.refined and result.misfit == 1.2 and np.isnan(result.ending_misfits[1])
+    result = run([(3.0, ("kernel-misfit",)), (2.5, ("scattered-kernel",))])
+    assert result.collapse == ("kernel-misfit",) and result.refined
+    np.testing.assert_array_equal(result.image, photo)
+    assert any("no reliable blur kernel" in w for w in result.warnings)
+
+
+def test_a_restart_is_finished_by_the_restart_network(monkeypatch) -> None:
+    """A restart (``attempt`` > 0) is finished by ``restart_finish``: with the default
+    ``finish``, ``auto`` means ``cpu-v3`` alone; with another ``finish`` (``none`` included)
+    it means that same ``finish``; the first attempt always uses ``finish``."""
+    import deblurcli.optim.fast as fast_module
+    from deblurcli.optim.fast import DEFAULT_FINISH, RESTART_FINISH
+
+    used: list[str] = []
+
+    def recording(image, model, device, **kwargs):  # type: ignore[no-untyped-def]
+        used.append(model)
+        return image
+
+    monkeypatch.setattr(fast_module, "finish_restoration", recording)
+    rng = np.random.default_rng(3)
+    photo = convolve(_photo()[:96, :96], _line(5, 7), boundary="reflect")
+    photo = np.clip(photo + rng.normal(0, 0.005, photo.shape), 0, 1).astype(np.float32)
+    cfg = FastConfig(kernel_size=(7, 7), outer=2, cg=3, crops=1, refine_iters=1,
+                     finish_resolve=0, register=False)
+    for finish, restart, first, later in (
+            (DEFAULT_FINISH, "auto", DEFAULT_FINISH, RESTART_FINISH),
+            ("other.safetensors", "auto", "other.safetensors", "other.safetensors"),
+            (DEFAULT_FINISH, "b.safetensors", DEFAULT_FINISH, "b.safetensors")):
+        run = replace(cfg, finish=finish, restart_finish=restart)
+        for attempt, expected in ((0, first), (1, later)):
+            used.clear()
+            result = fast_fit(photo, run, attempt=attempt)
+            assert not result.collapse and used == [expected]
+            assert result.finish_model == expected
+    used.clear()
+    result = fast_fit(photo, replace(cfg, finish="none"), attempt=1)
+    assert used == [] and result.finish_model == ""
+    with pytest.raises(BlindDeconvolutionError):
+        FastConfig(restart_finish="a,none")
 
 
 def test_refinement_weight_falls_geometrically_to_the_last_weight(monkeypatch) -> None:

@@ -49,7 +49,9 @@ def deconvolve_blind(
         "are averaged); none: the non-blind solve as it is. Default: "
         "the mean of nafnet-finish@cpu-v2 and nafnet-finish@cpu-v3 (the second was "
         "trained on badly wrong kernels and keeps failed estimates near the photo; "
-        "docs/blind.md). Its output is then used to measure the kernel "
+        "docs/blind.md); a restart after a degenerate estimate is finished by "
+        "nafnet-finish@cpu-v3 alone (--param restart_finish=MODEL: another). "
+        "Its output is then used to measure the kernel "
         "once more, and the photo is restored and finished again (--param finish_resolve=0: "
         "not). Never applied to a photo returned unchanged, nor to a grayscale photo (it "
         "lowered the grayscale Levin set; --param finish_gray=true applies it anyway)."))] = None,
@@ -137,7 +139,10 @@ def deconvolve_blind(
     if preset == "fast":  # a missing finishing model fails here, once, not on every photo
         from deblurcli.optim.fast import FastConfig, finishing_models
 
-        finishing_models(overrides.get("finish", FastConfig().finish))
+        fast = FastConfig(**{k: v for k, v in overrides.items()
+                             if k in ("finish", "restart_finish")})
+        finishing_models(fast.finish)
+        finishing_models(fast.resolved_restart_finish)
     info(f"deconvolve-blind: {method}, preset {preset}, device {dev}, seed {seed}", quiet=quiet)
     show = progress_enabled(no_progress, quiet)
     bar = Progress(TextColumn("{task.description}"), BarColumn(),

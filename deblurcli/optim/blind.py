@@ -7,6 +7,7 @@ path (:mod:`deblurcli.optim.fast`, ``preset="fast"``). The CLI and ``bench`` cal
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -239,9 +240,12 @@ def _fast_attempt(pixels: np.ndarray, method: str, kernel_size: tuple[int, int] 
                "crop_distance": round(result.crop_distance, 3),
                "chosen_crop": result.chosen_crop, "crop_misfits": list(result.crop_misfits),
                "refine": {"iters": cfg.refine_iters if result.refine_seconds else 0,
-                          "seconds": round(result.refine_seconds, 3)},
+                          "seconds": round(result.refine_seconds, 3),
+                          "kept": result.refined,
+                          "ending_misfits": [None if math.isnan(v) else round(v, 3)
+                                             for v in result.ending_misfits]},
                "photo_solve_seconds": round(result.photo_solve_seconds, 3),
-               "finish": {"model": cfg.finish if result.finish_seconds else None,
+               "finish": {"model": result.finish_model or None,
                           "seconds": round(result.finish_seconds, 3),
                           "skipped": result.finish_skipped or None,
                           "resolve_rounds": result.resolve_rounds,

@@ -24,7 +24,9 @@ form, Gaussian kernel prior — and changes how it is solved:
 4. **Refinement at full resolution** (``refine_iters``, pixel model): the kernel, resampled
    to full size, goes through the kernel step against the MAP latent of the hyper-Laplacian
    solver instead of the variational mean, whose smoothness leaves the kernel a blob; the
-   latent's prior weight falls over the alternations (``refine_start``).
+   latent's prior weight falls over the alternations (``refine_start``). Optionally
+   (``keep_unrefined``) the unrefined kernel goes through steps 5–7 as well, and the ending
+   that explains the photo better is kept.
 5. **The kernel measured again on the photo** (``photo_solve``): non-negative least squares on
    the gradients over the photo's centre, against its luma restored with the estimated kernel
    at a weaker prior (a sharper latent).
@@ -64,6 +66,12 @@ __all__ = ["FastConfig", "FastResult", "LevelInfo", "fast_fit", "informative_cro
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+DEFAULT_FINISH = "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3"
+"""The default finishing networks (``FastConfig.finish``): the mean of the two."""
+RESTART_FINISH = "nafnet-finish@cpu-v3"
+"""The finishing network of a restart when ``finish`` is the default (``restart_finish``)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,17 @@ class FastConfig:
     the kernel) no longer do; a fixed 4 px had fixed those too but blocked the completion of
     long trajectories that the coarse-to-fine estimate only half found (106024 −6.33,
     101087 −4.79 dB)."""
+    keep_unrefined: bool = False
+    """Carry the chosen kernel *before* the refinement to the end as well (re-solve on the
+    photo, restoration, checks, finishing network, ``finish_resolve``) and return whichever of
+    the two endings the degeneracy checks pass with the lower :func:`reblur_misfit`. The
+    refinement sharpens most kernels, but on photos of repeated texture it pulls parallel
+    streaks into them (``shake`` 8023: 26.97 dB with this option, 22.83 without, input
+    23.36). Off by default: on all 114 ``shake`` photos the unrefined ending won on 30, as
+    many of them lost as gained (the misfits differ by a few per cent at most), the mean fell
+    by 0.02 dB and 253027 ended 0.77 dB below its input (2026-12-06, session 15;
+    docs/blind.md). Pixel image model with ``refine_iters`` > 0 only; one more ending per
+    attempt (about 7 % more time)."""
     photo_solve: bool = True
     """After the restoration, measure the kernel once more on the whole photo (its central
     ``choice_side``² pixels at most), against a latent restored with the estimated kernel
@@ -222,7 +241,7 @@ class FastConfig:
     norm) in 2.6 s, 300 to 1e-5 in 7.0 s; after the threshold the two differ by 5e-4 (L1)."""
     photo_solve_threshold: float = 0.05
     """Kernel entries below this fraction of the peak are zeroed after that solve."""
-    finish: str = "nafnet-finish@cpu-v2,nafnet-finish@cpu-v3"
+    finish: str = DEFAULT_FINISH
     """The network that finishes the restoration (model reference: ``name@tag``, name or a
     ``.safetensors`` file; several separated by commas: the mean of their outputs; empty or
     ``none``: off). Trained on colour photos restored with
@@ -244,6 +263,15 @@ class FastConfig:
     only. On ``shake`` photos 1–24 (fast preset's restorations, one throwaway script over them,
     docs/blind.md) 24.53 → 24.78 dB with one round, 24.74 with two; photos 25–40 23.98 →
     24.05 (24.10 with two)."""
+    restart_finish: str = "auto"
+    """The finishing network(s) of a restart (``attempt`` > 0: an earlier estimate of the photo
+    was degenerate), in ``finish``'s syntax; ``auto``: ``nafnet-finish@cpu-v3`` alone
+    (:data:`RESTART_FINISH`) when ``finish`` is the default, else ``finish`` itself
+    (:attr:`resolved_restart_finish`). A restart's estimate is less trustworthy, and
+    ``cpu-v3``, trained on kernels up to twice as wrong, keeps a wrong restoration nearer the
+    photo. On the 13 ``shake`` photos whose restart was kept (since 2026-12-06, session 15;
+    docs/blind.md) the worst against its input went from −0.52 dB (8023) to −0.33, at
+    −0.78 dB summed over the 13 (106024 +8.35 → +8.07, zebra +0.85 → +0.56)."""
     finish_gray: bool = False
     """Also finish grayscale photos (one channel, or equal channels). Off: on the grayscale
     Levin09 set the network lowered the restoration on 30 of 32 images, 32.77 → 31.27 dB
@@ -332,6 +360,13 @@ class FastConfig:
     estimate runs single-threaded either way, so the result is bit for bit the same; only the
     wall time changes."""
 
+    @property
+    def resolved_restart_finish(self) -> str:
+        """``restart_finish`` with ``auto`` resolved."""
+        if self.restart_finish != "auto":
+            return self.restart_finish
+        return RESTART_FINISH if self.finish == DEFAULT_FINISH else self.finish
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise BlindDeconvolutionError(f"unknown method {self.method!r}")
@@ -360,6 +395,7 @@ class FastConfig:
                 f"finish_resolve must be >= 0, got {self.finish_resolve}")
         try:
             finishing_references(self.finish)
+            finishing_references(self.resolved_restart_finish)
         except UsageError as exc:
             raise BlindDeconvolutionError(str(exc)) from None
         if self.image_model not in ("auto", "pixels", "generator"):
@@ -438,10 +474,18 @@ class FastResult:
     """Per crop, the :func:`reblur_misfit` the kernel choice compared (empty: no choice made)."""
     refine_seconds: float = 0.0
     """Time of the full-resolution refinement of the chosen kernel (0: not run)."""
+    refined: bool = False
+    """Whether the returned kernel is the refined one (False: no refinement ran, or the
+    unrefined ending won, ``keep_unrefined``)."""
+    ending_misfits: tuple[float, ...] = ()
+    """:func:`reblur_misfit` of each ending compared (refined, then unrefined; NaN: that ending
+    was degenerate); empty when only one ending ran."""
     photo_solve_seconds: float = 0.0
     """Time of the kernel's re-solve on the photo, ``photo_solve`` (0: not run)."""
     finish_seconds: float = 0.0
     """Time of the finishing network, ``finish`` (0: not run)."""
+    finish_model: str = ""
+    """The finishing network(s) that ran ("": none ran)."""
     finish_skipped: str = ""
     """Why the finishing network did not run although one is configured ("": it ran, or none
     is configured)."""
@@ -1119,7 +1163,7 @@ def fast_fit(
     Shape:
         - pixels: :math:`(H, W, C)`; result image: :math:`(H, W, C)`
     """
-    from deblurcli.deconv import deconvolve, noise_weight
+    from deblurcli.deconv import noise_weight
     from deblurcli.engine.device import resolve_device
 
     started = time.perf_counter()
@@ -1143,6 +1187,8 @@ def fast_fit(
         cfg = replace(cfg, kernel_threshold=threshold)
     if cfg.refine_weight <= 0:
         cfg = replace(cfg, refine_weight=auto_refine_weight(sigma))
+    if attempt > 0:
+        cfg = replace(cfg, finish=cfg.resolved_restart_finish)
     noisy = luma_noise > cfg.fixed_beta_above
     if cfg.prefilter >= 0:
         prefilter = cfg.prefilter
@@ -1216,18 +1262,96 @@ def fast_fit(
             image = region  # the whole photo was compared: its solve is the result
     kernel, spill = candidates[chosen]
     refine_seconds = 0.0
+    starts_of_endings = [kernel]
     if refining:
         t0 = time.perf_counter()
-        kernel = _refine_kernel(y_full[0, 0], kernel.to(y_full), cfg, cfg.refine_weight,
-                                None if mask_full is None else mask_full[0, 0])
+        refined = _refine_kernel(y_full[0, 0], kernel.to(y_full), cfg, cfg.refine_weight,
+                                 None if mask_full is None else mask_full[0, 0])
         refine_seconds = time.perf_counter() - t0
+        starts_of_endings = [refined] + ([kernel] if cfg.keep_unrefined else [])
     if spill > SPILL_WARNING:
         warnings.append(
             f"{spill:.0%} of the estimated kernel lay outside the requested "
             f"{cfg.kernel_size[0]}x{cfg.kernel_size[1]} and was cut off; the blur may be larger: "
             "try a larger --kernel-size")
+    endings = [_ending(pixels, luma, start, sigma, params, cfg, dev, size_probe, observed,
+                       image if len(starts_of_endings) == 1 else None)
+               for start in starts_of_endings]
+    sound = [n for n, e in enumerate(endings) if not e.collapse]
+    best = min(sound, key=lambda n: endings[n].misfit) if sound else 0
+    ending = endings[best]
+    kernel, image, collapse = ending.kernel, ending.image, ending.collapse
+    if collapse:
+        warnings.append(f"no reliable blur kernel found ({ending.why}); the photo is returned "
+                        "unchanged (try a --kernel-size, or more --restarts)")
+    ending_misfits = (tuple(math.nan if e.collapse else e.misfit for e in endings)
+                      if len(endings) > 1 else ())
+    registration = (0.0, 0.0)
+    if cfg.register and not collapse:
+        moved, registration = ops.register_to_kernel(hwc_to_tensor(image), kernel)
+        image = tensor_to_hwc(moved).astype(np.float32)
+    for message in warnings:
+        log.warning(message)
+    return FastResult(
+        image=image, kernel=kernel.double().cpu().numpy(), crop_box=box, levels=levels,
+        warnings=warnings, seconds=time.perf_counter() - started, collapse=collapse,
+        kernel_size=cfg.kernel_size, size_probe=size_probe, noise_sigma=sigma,
+        prefilter=prefilter, weight=params.get("weight"), sharpening=ending.sharpening,
+        crop_distance=crop_distance, misfit=ending.misfit, chosen_crop=chosen,
+        crop_misfits=crop_misfits,
+        refine_seconds=refine_seconds, refined=refining and best == 0,
+        ending_misfits=ending_misfits,
+        photo_solve_seconds=sum(e.photo_seconds for e in endings),
+        finish_seconds=sum(e.finish_seconds for e in endings),
+        finish_model=cfg.finish if ending.finish_seconds else "",
+        finish_skipped=ending.finish_skipped, resolve_rounds=ending.resolve_rounds,
+        resolve_seconds=sum(e.resolve_seconds for e in endings),
+        registration=registration,
+        clipped_pixels=0 if observed is None else int(observed.size - observed.sum()),
+    )
+
+
+@dataclass
+class _Ending:
+    """One kernel carried to the end of :func:`fast_fit`."""
+
+    kernel: Tensor
+    """The final kernel (after the re-solves), convolution orientation."""
+    image: np.ndarray
+    """The finished restoration, or the input unchanged when ``collapse``."""
+    misfit: float
+    """:func:`reblur_misfit` of the (last) restoration."""
+    sharpening: float
+    """:func:`edge_sharpness` of the restoration over the input's."""
+    collapse: tuple[str, ...]
+    """What :func:`degenerate` found (empty: sound)."""
+    why: str
+    """:func:`degenerate`'s phrase for the user."""
+    photo_seconds: float = 0.0
+    finish_seconds: float = 0.0
+    finish_skipped: str = ""
+    resolve_rounds: int = 0
+    resolve_seconds: float = 0.0
+
+
+def _ending(pixels: np.ndarray, luma: np.ndarray, kernel: Tensor, sigma: float,
+            params: dict[str, Any], cfg: FastConfig, dev: torch.device,
+            size_probe: dict[str, object], observed: np.ndarray | None,
+            image: np.ndarray | None = None) -> _Ending:
+    """Carry an estimated kernel to the end: re-solve it on the photo (``photo_solve``),
+    restore the photo, check the result (:func:`degenerate`), finish it (``finish``) and
+    re-measure the kernel against the finished image (``finish_resolve``).
+
+    ``image``: the photo already restored with ``kernel`` (used only when the re-solve does not
+    change the kernel).
+
+    Shape:
+        - pixels: :math:`(H, W, C)`; luma: :math:`(H, W)`; kernel: :math:`(h, w)`
+    """
+    from deblurcli.deconv import deconvolve, noise_weight
+
     photo_seconds = 0.0
-    if cfg.photo_solve and model == "pixels":
+    if cfg.photo_solve and cfg.resolved_image_model == "pixels":
         t0 = time.perf_counter()
         latent_weight = cfg.photo_solve_latent * noise_weight(sigma)
         resolved = _photo_kernel(luma, kernel, cfg, dev, latent_weight=latent_weight,
@@ -1248,57 +1372,39 @@ def fast_fit(
     sharpening = edge_sharpness(image, sigma) / edge_sharpness(pixels, sigma)
     misfit = reblur_misfit(image, pixels, kernel, sigma)
     collapse, why = degenerate(kernel, size_probe, sharpening, misfit)
+    ending = _Ending(kernel, image, misfit, sharpening, collapse, why, photo_seconds)
     if collapse:
-        warnings.append(f"no reliable blur kernel found ({why}); the photo is returned "
-                        "unchanged (try a --kernel-size, or more --restarts)")
-        image = pixels.copy()
-    finish_seconds, finish_skipped = 0.0, ""
-    resolve_rounds, resolve_seconds = 0, 0.0
-    if finishing_references(cfg.finish):
-        if collapse:
-            finish_skipped = "degenerate estimate"
-        elif not cfg.finish_gray and is_grayscale(pixels):
-            finish_skipped = "grayscale photo (finish_gray is off)"
-        else:
-            t0 = time.perf_counter()
-            image = finish_restoration(image, cfg.finish, dev, observed=pixels,
-                                       kernel=kernel.double().cpu().numpy())
-            finish_seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for _ in range(cfg.finish_resolve):
-                resolved = _photo_kernel(luma, kernel, cfg, dev, latent=_luma(image),
-                                         observed=observed)
-                if resolved is None:
-                    break
-                resolved = resolved.to(kernel)
-                restored = restore(resolved)
-                resolved_misfit = reblur_misfit(restored, pixels, resolved, sigma)
-                if resolved_misfit > RESOLVE_MISFIT_SLACK * misfit:
-                    break
-                kernel, misfit = resolved, resolved_misfit
-                image = finish_restoration(restored, cfg.finish, dev, observed=pixels,
-                                           kernel=kernel.double().cpu().numpy())
-                resolve_rounds += 1
-            if cfg.finish_resolve:
-                resolve_seconds = time.perf_counter() - t0
-    registration = (0.0, 0.0)
-    if cfg.register and not collapse:
-        moved, registration = ops.register_to_kernel(hwc_to_tensor(image), kernel)
-        image = tensor_to_hwc(moved).astype(np.float32)
-    for message in warnings:
-        log.warning(message)
-    return FastResult(
-        image=image, kernel=kernel.double().cpu().numpy(), crop_box=box, levels=levels,
-        warnings=warnings, seconds=time.perf_counter() - started, collapse=collapse,
-        kernel_size=cfg.kernel_size, size_probe=size_probe, noise_sigma=sigma,
-        prefilter=prefilter, weight=params.get("weight"), sharpening=sharpening,
-        crop_distance=crop_distance, misfit=misfit, chosen_crop=chosen, crop_misfits=crop_misfits,
-        refine_seconds=refine_seconds, photo_solve_seconds=photo_seconds,
-        finish_seconds=finish_seconds, finish_skipped=finish_skipped,
-        resolve_rounds=resolve_rounds, resolve_seconds=resolve_seconds,
-        registration=registration,
-        clipped_pixels=0 if observed is None else int(observed.size - observed.sum()),
-    )
+        ending.image = pixels.copy()
+    if not finishing_references(cfg.finish):
+        return ending
+    if collapse:
+        ending.finish_skipped = "degenerate estimate"
+        return ending
+    if not cfg.finish_gray and is_grayscale(pixels):
+        ending.finish_skipped = "grayscale photo (finish_gray is off)"
+        return ending
+    t0 = time.perf_counter()
+    ending.image = finish_restoration(image, cfg.finish, dev, observed=pixels,
+                                      kernel=kernel.double().cpu().numpy())
+    ending.finish_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(cfg.finish_resolve):
+        resolved = _photo_kernel(luma, ending.kernel, cfg, dev, latent=_luma(ending.image),
+                                 observed=observed)
+        if resolved is None:
+            break
+        resolved = resolved.to(ending.kernel)
+        restored = restore(resolved)
+        resolved_misfit = reblur_misfit(restored, pixels, resolved, sigma)
+        if resolved_misfit > RESOLVE_MISFIT_SLACK * ending.misfit:
+            break
+        ending.kernel, ending.misfit = resolved, resolved_misfit
+        ending.image = finish_restoration(restored, cfg.finish, dev, observed=pixels,
+                                          kernel=resolved.double().cpu().numpy())
+        ending.resolve_rounds += 1
+    if cfg.finish_resolve:
+        ending.resolve_seconds = time.perf_counter() - t0
+    return ending
 
 
 def finishing_references(model: str) -> list[str]:
