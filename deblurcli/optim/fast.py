@@ -212,11 +212,12 @@ class FastConfig:
     the two endings the degeneracy checks pass with the lower :func:`reblur_misfit`. The
     refinement sharpens most kernels, but on photos of repeated texture it pulls parallel
     streaks into them (``shake`` 8023: 26.97 dB with this option, 22.83 without, input
-    23.36). Off by default: on all 114 ``shake`` photos the unrefined ending won on 30, as
-    many of them lost as gained (the misfits differ by a few per cent at most), the mean fell
-    by 0.02 dB and 253027 ended 0.77 dB below its input (2026-12-06, session 15;
-    docs/blind.md). Pixel image model with ``refine_iters`` > 0 only; one more ending per
-    attempt (about 7 % more time)."""
+    23.36). Off by default: on all 114 ``shake`` photos the unrefined ending won on 30, 11
+    photos rose and 20 fell (the misfits differ by a few per cent at most), the mean rose by
+    0.02 dB, and 253027 ended 0.77 dB below its input: its refined ending was degenerate,
+    and the unrefined one stood in for the restart (2026-12-06, session 15; docs/blind.md).
+    Pixel image model with ``refine_iters`` > 0 only; one more ending per attempt (about
+    7 % more time)."""
     photo_solve: bool = True
     """After the restoration, measure the kernel once more on the whole photo (its central
     ``choice_side``² pixels at most), against a latent restored with the estimated kernel
