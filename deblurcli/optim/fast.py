@@ -1275,8 +1275,8 @@ def fast_fit(
             f"{spill:.0%} of the estimated kernel lay outside the requested "
             f"{cfg.kernel_size[0]}x{cfg.kernel_size[1]} and was cut off; the blur may be larger: "
             "try a larger --kernel-size")
-    endings = [_ending(pixels, luma, start, sigma, params, cfg, dev, size_probe, observed,
-                       image if len(starts_of_endings) == 1 else None)
+    # image: the choice's restoration, kept only when no refinement ran (one ending)
+    endings = [_ending(pixels, luma, start, sigma, params, cfg, dev, size_probe, observed, image)
                for start in starts_of_endings]
     sound = [n for n, e in enumerate(endings) if not e.collapse]
     best = min(sound, key=lambda n: endings[n].misfit) if sound else 0
